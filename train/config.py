@@ -1,0 +1,100 @@
+"""Structured (typed) Hydra configs for one training run.
+
+A key that does not exist here is an error, never a silent default. The `model` group is filled
+from the shape catalog, so `model=<catalog name>` works without a YAML file per entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from train.data.config import DataConfig
+from train.shapes import CATALOG, CATALOG_SEQ_LEN
+
+
+class ConfigError(ValueError):
+    """A config value that is wrong or inconsistent. The message names the field."""
+
+
+@dataclass
+class ModelConfig:
+    name: Optional[str] = None         # a catalog entry, e.g. llama-160m
+    params: Optional[float] = None     # a total-parameter target for the shape rule
+    aspect_ratio: float = 64.0         # shape rule: d_model / n_layer (Chinchilla's small models)
+    seq_len: int = 1024
+    tie_embeddings: bool = False
+    vocab_multiple: int = 64           # pad the tokenizer's vocabulary up to this multiple
+    attention: str = "auto"            # auto | sdpa | flash_attn
+    # An explicit shape, instead of name or params: d_model and n_layer, the rest derived.
+    d_model: Optional[int] = None
+    n_layer: Optional[int] = None
+    head_dim: Optional[int] = None
+    d_ff: Optional[int] = None
+
+
+@dataclass
+class BudgetConfig:
+    flops: Optional[float] = None      # the nominal budget C
+    convention: str = "6N"             # which FLOPs-per-token convention C is counted in
+    min_steps: int = 20                # refuse budgets that afford fewer optimizer steps
+    tolerance: float = 0.01            # achieved FLOPs must lie within this fraction of C
+
+
+@dataclass
+class OptimConfig:
+    lr: Optional[float] = None         # peak LR; overrides lr_rule
+    lr_rule: str = "deepseek"          # deepseek | constant | table
+    lr_constant: float = 3e-3
+    lr_table: Dict[str, float] = field(default_factory=dict)  # {total params: peak lr}
+    batch_tokens: Optional[int] = None  # global batch in tokens; overrides batch_rule
+    batch_rule: str = "deepseek"       # deepseek | constant
+    micro_batch_seqs: Optional[int] = None  # sequences per forward pass; None = the whole batch
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    warmup_fraction: float = 0.05      # of the run's steps ...
+    warmup_max_steps: int = 1000       # ... capped, so long runs do not warm up for ages
+    final_lr_fraction: float = 0.1     # cosine decays to 10% of peak at the last token (Chinchilla)
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "auto"                 # auto (online when logged in, else offline) | online | offline | disabled
+    project: str = "isoflop"
+    group: Optional[str] = None
+    name: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    out_dir: Optional[str] = None      # run directory; default runs/<run_id>
+    seed: int = 0
+    dry_run: bool = False
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    precision: str = "auto"            # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: Optional[bool] = None     # None: torch.compile on CUDA only
+    eval_every: int = 0                # steps between validation evals; 0 = about 10 per run
+    eval_tokens: int = 65536           # validation tokens per eval (bounds its cost)
+    log_every: int = 0                 # steps between progress lines; 0 = about 20 per run
+    checkpoint_every: int = 0          # steps between checkpoints; 0 = by time only
+    checkpoint_minutes: float = 10.0   # also checkpoint when this many minutes have passed
+    sweep: Optional[str] = None        # sweep name, for grouping (set by the sweep launcher)
+    peak_tflops: Optional[float] = None  # accelerator peak for MFU; None = from the device table
+
+
+def register_configs() -> None:
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(group="model", name="rule", node=ModelConfig())
+    for name in CATALOG:
+        store.store(group="model", name=name, node=ModelConfig(name=name, seq_len=CATALOG_SEQ_LEN))
