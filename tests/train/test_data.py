@@ -74,9 +74,11 @@ def split_docs(tokens: np.ndarray, eos: int) -> list[tuple]:
 
 
 def test_install_corpora_second_run_is_a_noop():
+    script = [sys.executable, str(REPO / "scripts/install_corpora.py")]
+    first = subprocess.run(script, capture_output=True, text=True, timeout=300)  # installs if needed
+    assert first.returncode == 0, first.stdout + first.stderr
     t0 = time.time()
-    res = subprocess.run([sys.executable, str(REPO / "scripts/install_corpora.py")],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(script, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("already installed") == 3, res.stdout
     assert time.time() - t0 < 10
@@ -433,6 +435,9 @@ def test_error_unknown_key_and_missing_column(tmp_path):
 
     pq.write_table(pa.table({"body": ["some text here", "and more text"]}), tmp_path / "a.parquet")
     with pytest.raises(DataError, match=r"data\.text_column: no column 'text'.*body"):
+        prepare_data(DataConfig(source="parquet", paths=[str(tmp_path)], cache_dir=str(tmp_path / "cache")))
+    pq.write_table(pa.table({"text": [1, 2, 3]}), tmp_path / "a.parquet")
+    with pytest.raises(DataError, match=r"data\.text_column: column 'text' holds .*int64.*, not text"):
         prepare_data(DataConfig(source="parquet", paths=[str(tmp_path)], cache_dir=str(tmp_path / "cache")))
 
 

@@ -209,6 +209,9 @@ def load_corpus(cfg: DataConfig) -> Any:
     if col not in ds.column_names:
         raise DataError(f"data.text_column: no column {col!r} in the corpus "
                         f"(columns: {', '.join(ds.column_names)})")
+    feat = ds.features[col]
+    if getattr(feat, "dtype", None) not in ("string", "large_string"):
+        raise DataError(f"data.text_column: column {col!r} holds {feat}, not text")
     ds = ds.select_columns([col])
     if col != "text":
         ds = ds.rename_column(col, "text")
