@@ -402,6 +402,13 @@ def test_error_token_ids_beyond_vocab(small, tmp_path):
     Path(small.meta_path).write_text(json.dumps(meta))
     with pytest.raises(DataError, match=r"data\.vocab_size: the prepared data holds token id \d+, not below"):
         load_prepared(small.dir)
+    # the memmap itself is checked too, whatever meta.json says
+    with pytest.raises(DataError, match=r"data\.vocab_size: .*train\.bin holds token id \d+, not below"):
+        TokenBatches(small.train_path, small.dtype, 8, 2, vocab_size=100)
+    TokenBatches(small.train_path, small.dtype, 8, 2, vocab_size=300)
+    Path(small.meta_path).write_text(json.dumps({"format": 1}))
+    with pytest.raises(DataError, match=r"not a prepared-data meta\.json"):
+        load_prepared(small.dir)
 
 
 def test_error_tokenizer_file_replaced(small, embedded):

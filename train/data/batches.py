@@ -97,6 +97,11 @@ class TokenBatches:
             raise DataError(
                 f"data: the training split has {self.n_tokens:,} tokens, fewer than one global batch of "
                 f"{global_batch_size} sequences of {seq_len}+1 tokens; use a larger corpus or a smaller batch")
+        if vocab_size is not None and self.n_tokens <= 100_000_000:  # a cheap scan (~1 ms per 3M)
+            top = int(self.data.max())
+            if top >= vocab_size:
+                raise DataError(f"data.vocab_size: {path} holds token id {top}, not below the "
+                                f"vocabulary size {vocab_size}")
         self._perms: dict[int, np.ndarray] = {}
         self.sample = 0  # iterator position: the global sample where the next micro-batch starts
 

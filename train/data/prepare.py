@@ -143,6 +143,12 @@ def load_prepared(path: str | os.PathLike, *, vocab_size: int | None = None,
         meta = json.loads(meta_path.read_text())
     except ValueError as e:
         raise DataError(f"data.paths: {meta_path} is not valid JSON ({e})") from e
+    required = ("cache_key", "tokenizer", "vocab_size", "max_token_id", "dtype", "eos_id",
+                "n_train_tokens", "n_val_tokens")
+    missing = [k for k in required if k not in meta]
+    if missing or "kind" not in meta.get("tokenizer", {}) or "sha256" not in meta.get("tokenizer", {}):
+        raise DataError(f"data.paths: {meta_path} is not a prepared-data meta.json "
+                        f"(missing {', '.join(missing) or 'tokenizer.kind/sha256'})")
     if meta.get("format") != META_FORMAT:
         raise DataError(f"data.paths: {meta_path} has format {meta.get('format')!r}, expected {META_FORMAT}")
     if key is not None and meta.get("cache_key") != key:
