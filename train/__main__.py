@@ -15,18 +15,36 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 register_configs()
 
 
+def in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> dict | None:
     from train.plan import make_plan
+    if in_sweep():
+        # One job of a sweep: errors go back to the sweeper as a failed job, and the sweep's
+        # results table is brought up to date as each run ends.
+        from sweeps.results import write_results_csv
+        from train.run import run_training
+        try:
+            return run_training(cfg)
+        finally:
+            write_results_csv(Path(cfg.sweep.out_dir))
     try:
         if cfg.dry_run:
             print(json.dumps(make_plan(cfg).to_dict()))
-            return
+            return None
         from train.run import run_training
-        run_training(cfg)
+        result = run_training(cfg)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if result is not None and result["status"] != "completed":
+        sys.exit(3)
+    return result
 
 
 def main() -> None:

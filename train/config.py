@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from sweeps.config import SweepConfig
 from train.data.config import DataConfig
 from train.shapes import CATALOG, CATALOG_SEQ_LEN
 
@@ -88,7 +89,7 @@ class TrainConfig:
     log_every: int = 0                 # steps between progress lines; 0 = about 20 per run
     checkpoint_every: int = 0          # steps between checkpoints; 0 = by time only
     checkpoint_minutes: float = 10.0   # also checkpoint when this many minutes have passed
-    sweep: Optional[str] = None        # sweep name, for grouping (set by the sweep launcher)
+    sweep: SweepConfig = field(default_factory=SweepConfig)  # the `sweep` group (python -m sweeps)
     peak_tflops: Optional[float] = None  # accelerator peak for MFU; None = from the device table
 
 

@@ -145,11 +145,16 @@ class Transformer(nn.Module):
             x = layer(x, self.rope_cos, self.rope_sin)
         return self.model.norm(x)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits (batch, seq, vocab)."""
-        return F.linear(self.hidden_states(idx), self.output_weight())
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (batch, seq, vocab); with targets, the mean next-token cross-entropy instead.
+
+        The loss goes through forward() so that DDP and torch.compile wrap it as one graph.
+        """
+        logits = F.linear(self.hidden_states(idx), self.output_weight())
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy, computed in fp32."""
-        logits = self(idx)
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+        return self(idx, targets)

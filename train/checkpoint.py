@@ -1,0 +1,74 @@
+"""Checkpoints: model, optimizer, step, data position and RNG, written atomically; the last two kept.
+
+Loaded with torch.load(weights_only=True): nothing is unpickled from disk. A checkpoint that does
+not load (truncated, garbage) is skipped with a warning in favour of the previous one.
+"""
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from train.rundir import atomic_write_bytes
+
+KEEP_LAST = 2
+_NAME = re.compile(r"^step-(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints, newest first."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict) -> Path:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
+    atomic_write_bytes(path, buffer.getvalue())
+    for old in list_checkpoints(run_dir)[KEEP_LAST:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(run_dir: Path) -> dict | None:
+    """The newest checkpoint that loads, or None when there is none. Corrupt ones are skipped."""
+    candidates = list_checkpoints(run_dir)
+    for path in candidates:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or "model" not in state or "step" not in state:
+                raise CheckpointError("missing model or step")
+            return state
+        except Exception as error:  # noqa: BLE001 - any failure to load means: fall back
+            warnings.warn(f"checkpoint {path} does not load ({type(error).__name__}: {error}); "
+                          "falling back to the previous one")
+    if candidates:
+        raise CheckpointError(f"{checkpoint_dir(run_dir)}: no checkpoint loads; delete the folder to start over")
+    return None
+
+
+def load_model_for_export(run_dir: Path):
+    """The model of a run directory's newest checkpoint, built from the shape it records."""
+    from train.model import Transformer
+    from train.shapes import ModelShape
+    state = load_latest(run_dir)
+    if state is None:
+        raise CheckpointError(f"{run_dir}: no checkpoint found")
+    model = Transformer(ModelShape(**state["shape"]), attention="sdpa")
+    model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in state["model"].items()})
+    return model.eval()

@@ -1,0 +1,217 @@
+"""The training loop of one run: steps, evaluation, logging, checkpoints, divergence checks."""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from train import distributed
+from train.checkpoint import save_checkpoint
+from train.optim import lr_at
+from train.rundir import MetricsLog
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """Micro-batch size: the largest divisor of the per-rank batch that fits the requested size."""
+    return max(d for d in range(1, min(n, max(1, limit)) + 1) if n % d == 0)
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Trainer:
+    def __init__(self, cfg, plan, model, optimizer, prepared, device, dtype, world, run_dir: Path, peak_flops):
+        self.cfg, self.plan, self.device, self.dtype, self.world = cfg, plan, device, dtype, world
+        self.run_dir, self.peak_flops = run_dir, peak_flops
+        self.raw_model, self.optimizer = model, optimizer
+        budget = plan.budget
+        self.total_steps = budget.steps
+        local_seqs = budget.batch_seqs // world.size
+        micro = largest_divisor_at_most(local_seqs, cfg.optim.micro_batch_seqs or local_seqs)
+        self.batches = prepared.train_batches(plan.shape.seq_len, budget.batch_seqs, micro,
+                                              rank=world.rank, world_size=world.size, seed=cfg.seed,
+                                              pin_memory=device.type == "cuda")
+        eval_seqs = max(1, cfg.eval_tokens // plan.shape.seq_len)
+        eval_batch = min(eval_seqs, micro)
+        self.val = prepared.val_batches(plan.shape.seq_len, eval_batch, max(1, eval_seqs // eval_batch),
+                                        rank=world.rank, world_size=world.size)
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        self.eval_every = cfg.eval_every or max(1, self.total_steps // 10)
+        self.log_every = cfg.log_every or max(1, self.total_steps // 20)
+        self.step = 0            # optimizer steps completed
+        self.wall_before = 0.0   # wall seconds spent before a resume
+        self.last_val_loss = None
+        self.last_train_loss = None
+
+        model_for_step = model
+        if cfg.compile if cfg.compile is not None else device.type == "cuda":
+            model_for_step = torch.compile(model)
+        if world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            model_for_step = DistributedDataParallel(model_for_step, device_ids=[device.index] if device.type == "cuda" else None)
+        self.model = model_for_step
+        self.logger = self._make_logger()
+
+    # --- state -----------------------------------------------------------------------------
+    def state(self) -> dict:
+        self.batches.seek(self.step)
+        return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "data": self.batches.state_dict(), "rng_cpu": torch.get_rng_state(),
+                "wall_s": self.wall_before + (time.time() - self.started), "shape": self.plan.shape.to_dict(),
+                "run_id": self.plan.run_id, "last_val_loss": self.last_val_loss,
+                "last_train_loss": self.last_train_loss}
+
+    def load_state(self, state: dict) -> None:
+        if state.get("run_id") != self.plan.run_id:
+            raise ValueError(f"out_dir: checkpoint belongs to run {state.get('run_id')}, not {self.plan.run_id}; "
+                             "use another out_dir")
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state_dict(state["data"])
+        torch.set_rng_state(state["rng_cpu"])
+        self.step = int(state["step"])
+        if self.batches.position != (self.step, 0):
+            raise ValueError(f"checkpoint: data position {self.batches.position} does not match step {self.step}")
+        self.wall_before = float(state["wall_s"])
+        self.last_val_loss, self.last_train_loss = state.get("last_val_loss"), state.get("last_train_loss")
+        if self.world.is_main:
+            self.metrics.truncate_after(self.step)
+
+    def _make_logger(self):
+        if not self.world.is_main or self.cfg.wandb.mode == "disabled":
+            return None
+        from omegaconf import OmegaConf
+        from train.wandb_log import WandbLogger
+        wb = self.cfg.wandb
+        budget = self.plan.budget.budget_flops
+        group = wb.group or self.cfg.sweep.name
+        name = wb.name or f"N{self.plan.params.total / 1e6:.3g}M-C{budget:.2g}"
+        tags = list(wb.tags) + [f"C={budget:.3g}", f"N={self.plan.params.total:.3g}"]
+        config = OmegaConf.to_container(self.cfg, resolve=True) | {"plan": self.plan.to_dict()}
+        return WandbLogger(mode=wb.mode, project=wb.project, group=group, name=name, config=config,
+                           run_dir=str(self.run_dir), tags=tags, job_type="isoflop-run")
+
+    # --- one step --------------------------------------------------------------------------
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _train_step(self, lr: float) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        micro_batches = [self.batches.batch(self.step, m) for m in range(self.batches.accum_steps)]
+        total_seqs = sum(x.shape[0] for x, _ in micro_batches)
+        loss_sum = 0.0
+        for i, (x, y) in enumerate(micro_batches):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or self.world.size == 1 else self.model.no_sync()
+            with sync, self._autocast():
+                loss = self.model(x, y)
+            # Weight each micro-batch by its share of the sequences: the step's loss is the mean
+            # over all of its tokens even when micro-batches differ in size.
+            with sync:
+                (loss * (x.shape[0] / total_seqs)).backward()
+            loss_sum += loss.detach().float() * (x.shape[0] / total_seqs)
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return distributed.all_mean(float(loss_sum), self.world, self.device)
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.raw_model.eval()
+        total, count = 0.0, 0
+        for x, y in self.val:
+            x, y = x.to(self.device), y.to(self.device)
+            with self._autocast():
+                total += float(self.raw_model(x, y)) * x.numel()
+            count += x.numel()
+        self.raw_model.train()
+        total, count = distributed.all_sum([total, count], self.world, self.device)
+        return total / count
+
+    # --- the loop --------------------------------------------------------------------------
+    def train(self) -> dict:
+        plan, opt = self.plan, self.cfg.optim
+        batch_tokens = plan.budget.batch_tokens
+        flops_per_token = plan.flops_per_token[plan.budget.convention]
+        mfu_flops_per_token = plan.flops_per_token["6N+attn"]  # MFU counts attention too
+        self.started = time.time()
+        train_wall = 0.0
+        first_step = self.step
+        last_checkpoint = time.time()
+        status, reason = "completed", None
+        self.raw_model.train()
+        while self.step < self.total_steps:
+            # step
+            lr = lr_at(self.step, self.total_steps, plan.lr, plan.warmup_steps, opt.final_lr_fraction)
+            t0 = time.perf_counter()
+            train_loss = self._train_step(lr)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            train_wall += dt
+            self.step += 1
+            self.last_train_loss = train_loss
+            tokens = self.step * batch_tokens
+            row = {"step": self.step, "tokens": tokens, "flops": tokens * flops_per_token, "lr": lr,
+                   "train_loss": train_loss, "tokens_per_s": batch_tokens / dt}
+            if self.peak_flops:
+                row["mfu"] = batch_tokens / dt * mfu_flops_per_token / (self.peak_flops * self.world.size)
+
+            # divergence: a non-finite loss ends the run; the sweep goes on without it
+            if not math.isfinite(train_loss):
+                status, reason = "diverged", f"non-finite train loss {train_loss} at step {self.step}"
+
+            # eval
+            if status == "completed" and (self.step % self.eval_every == 0 or self.step == self.total_steps):
+                self.last_val_loss = self.evaluate()
+                row["val_loss"] = self.last_val_loss
+
+            # log
+            if self.world.is_main:
+                self.metrics.append(row)
+                if self.logger is not None:
+                    self.logger.log({"tokens": tokens, "flops": row["flops"], "step": self.step,
+                                     "train/loss": train_loss, "train/lr": lr,
+                                     "train/tokens_per_s": row["tokens_per_s"]}
+                                    | ({"val/loss": row["val_loss"]} if "val_loss" in row else {})
+                                    | ({"train/mfu": row["mfu"]} if "mfu" in row else {}))
+                if self.step % self.log_every == 0 or self.step == self.total_steps or "val_loss" in row:
+                    self._progress(row, train_wall / (self.step - first_step))
+            if status != "completed":
+                break
+
+            # checkpoint
+            due_by_steps = self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
+            due_by_time = time.time() - last_checkpoint >= self.cfg.checkpoint_minutes * 60
+            if (due_by_steps or due_by_time or self.step == self.total_steps) and self.world.is_main:
+                save_checkpoint(self.run_dir, self.step, self.state())
+                last_checkpoint = time.time()
+
+        wall = self.wall_before + time.time() - self.started
+        if self.logger is not None:
+            self.logger.finish(exit_code=0 if status == "completed" else 1)
+        return {"status": status, "reason": reason, "step": self.step, "tokens": self.step * batch_tokens,
+                "val_loss": self.last_val_loss, "train_loss": self.last_train_loss, "wall_s": wall,
+                "train_wall_s": train_wall}
+
+    def _progress(self, row: dict, seconds_per_step: float) -> None:
+        done = self.step / self.total_steps
+        eta = seconds_per_step * (self.total_steps - self.step)
+        parts = [f"step {self.step}/{self.total_steps}", f"tokens {row['tokens']:,}", f"loss {row['train_loss']:.4f}"]
+        if "val_loss" in row:
+            parts.append(f"val {row['val_loss']:.4f}")
+        parts += [f"lr {row['lr']:.2e}", f"{row['tokens_per_s']:,.0f} tok/s"]
+        if "mfu" in row:
+            parts.append(f"mfu {row['mfu']:.1%}")
+        parts.append(f"{done:.0%} eta {_format_duration(eta)}")
+        print(" | ".join(parts), flush=True)
