@@ -48,6 +48,12 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
 
 
 def main() -> None:
+    from train.config import TrainConfig
+    from train.overrides import check_overrides
+    problem = check_overrides(sys.argv[1:], Path(CONFIG_DIR), TrainConfig)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     _hydra_main()
 
 

@@ -120,3 +120,29 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "no checkpoint loads" in proc.stderr
     assert not (run_dir / "result.json").exists()
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("model.foo=1", "error: model.foo: unknown config key"),
+    ("model=llama-3b", "error: model: unknown model 'llama-3b'"),
+    ("budget.convention=7N", "error: budget.convention: unknown convention"),
+    ("model.d_model=100", "error: model: give exactly one of"),
+])
+def test_config_mistakes_are_one_line_errors(override, expected):
+    proc = run_cli("-m", "train", *TINY, override, "dry_run=true")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == proc.stderr.strip().splitlines()[0]
+    assert proc.stderr.startswith(expected)
+
+
+def test_dry_run_json_is_consistent():
+    proc = run_cli("-m", "train", "model.params=3e6", "budget.flops=1e13", "budget.convention=6N+attn", "dry_run=true")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert plan["flops_per_token"]["6N"] == 6 * plan["params"]["total"]
+    assert abs(plan["tokens"] * plan["flops_per_token"]["6N+attn"] / 1e13 - 1) <= 0.01
+    assert plan["tokens"] == plan["steps"] * plan["batch_tokens"]
+    assert set(plan["shape"]) >= {"n_layer", "d_model", "n_head", "head_dim", "d_ff", "vocab_size", "seq_len"}
+    catalog = run_cli("-m", "train", "model=llama-70m", "data=embedded_gpt2", "budget.flops=1e18", "dry_run=true")
+    assert catalog.returncode == 0, catalog.stderr
+    assert json.loads(catalog.stdout.strip().splitlines()[-1])["shape"]["vocab_size"] == 50304

@@ -1,0 +1,51 @@
+"""Check command-line overrides against the schema before Hydra runs, for one-line errors.
+
+Hydra rejects the same mistakes, but with several lines of context; here a typo in a key or a
+group name gives `error: model.foo: unknown config key ...` and exit code 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+GROUPS = ("model", "data", "sweep")
+
+
+def _schema_fields(cls) -> dict:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _group_options(config_dir: Path, group: str) -> set[str]:
+    options = {p.stem for p in (config_dir / group).glob("*.yaml")}
+    if group == "model":
+        from train.shapes import CATALOG
+        options |= set(CATALOG) | {"rule"}
+    return options
+
+
+def check_overrides(args: list[str], config_dir: Path, schema) -> str | None:
+    """The first problem as a one-line message, or None when every override names a real key."""
+    for arg in args:
+        if arg.startswith(("-", "+", "~", "hydra.", "hydra/")) or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        if key in GROUPS:
+            options = _group_options(config_dir, key)
+            if value not in options:
+                return f"{key}: unknown {key} {value!r}; choose one of {', '.join(sorted(options))}"
+            continue
+        node, path = schema, []
+        for part in key.split("."):
+            path.append(part)
+            if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
+                break  # a dict-typed field (e.g. optim.lr_table) takes any key
+            fields = _schema_fields(node)
+            if part not in fields:
+                return (f"{'.'.join(path)}: unknown config key; "
+                        f"{'.'.join(path[:-1]) or 'the top level'} has {', '.join(sorted(fields))}")
+            node = fields[part]
+            if typing.get_origin(node) is typing.Union:  # Optional[X]
+                node = next(a for a in typing.get_args(node) if a is not type(None))
+    return None
