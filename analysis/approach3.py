@@ -1,0 +1,158 @@
+"""Approach 3: fit L(N, D) = E + A/N^α + B/D^β to every point (Hoffmann et al. 2022, §3.3).
+
+As in Chinchilla and Epoch AI's replication (Besiroglu et al. 2024):
+- the objective is a Huber loss (δ = 1e-3) between log L and the log of the prediction,
+  written with log-sum-exp so E, A and B stay positive: log L̂ = LSE(a - α log N, b - β log D, e);
+- L-BFGS-B from a grid of initialisations. The grid below is Chinchilla's. Scoring all 4,500
+  starts costs one vectorised pass, and L-BFGS then runs from the best few (a full L-BFGS from
+  each start takes minutes and lands on the same optimum);
+- intervals by bootstrap: resample points, refit from the full-data optimum.
+
+With C ≈ 6ND the compute-optimal allocation is N_opt = G (C/6)^a, D_opt = G⁻¹ (C/6)^b with
+a = β/(α+β), b = α/(α+β), G = (αA / βB)^(1/(α+β)).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+
+HUBER_DELTA = 1e-3  # Chinchilla's δ
+N_REFINE = 8  # L-BFGS runs from this many best grid starts
+
+# Chinchilla's grid: α, β ∈ {0, .5, …, 2}, e ∈ {-1, -.5, …, 1}, a, b ∈ {0, 5, …, 25}
+GRID = np.array(
+    list(
+        itertools.product(
+            np.arange(-1.0, 1.01, 0.5),  # e = log E
+            np.arange(0.0, 25.1, 5.0),  # a = log A
+            np.arange(0.0, 25.1, 5.0),  # b = log B
+            np.arange(0.0, 2.01, 0.5),  # α
+            np.arange(0.0, 2.01, 0.5),  # β
+        )
+    )
+)
+
+
+@dataclass
+class Approach3Fit:
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    n_points: int
+    huber_loss: float
+    boot: np.ndarray = field(default_factory=lambda: np.empty((0, 5)))  # rows of (E, A, B, α, β)
+
+    @property
+    def a(self) -> float:
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    def predict(self, N, D):
+        return predict_loss(np.array([self.E, self.A, self.B, self.alpha, self.beta]), N, D)
+
+
+def predict_loss(p, N, D):
+    """L(N, D) for p = (E, A, B, α, β); p may be (..., 5) to broadcast over bootstrap samples."""
+    p = np.asarray(p, dtype=float)
+    E, A, B, al, be = (p[..., i] for i in range(5))
+    return E + A / np.power(N, al) + B / np.power(D, be)
+
+
+def optimal_allocation(p, C):
+    """(N_opt, D_opt) minimising L under C = 6·N·D, for p = (E, A, B, α, β) (broadcasts)."""
+    p = np.asarray(p, dtype=float)
+    _, A, B, al, be = (p[..., i] for i in range(5))
+    G = np.power(al * A / (be * B), 1.0 / (al + be))
+    a, b = be / (al + be), al / (al + be)
+    return G * np.power(C / 6.0, a), np.power(C / 6.0, b) / G
+
+
+def _objective(theta, logN, logD, logL, w):
+    """Weighted Huber loss of log L and its gradient in θ = (e, a, b, α, β)."""
+    e, a, b, al, be = theta
+    t1 = a - al * logN
+    t2 = b - be * logD
+    m = np.maximum(np.maximum(t1, t2), e)
+    x1, x2, x3 = np.exp(t1 - m), np.exp(t2 - m), np.exp(e - m)
+    s = x1 + x2 + x3
+    r = m + np.log(s) - logL
+    absr = np.abs(r)
+    small = absr <= HUBER_DELTA
+    loss = np.where(small, 0.5 * r * r, HUBER_DELTA * (absr - 0.5 * HUBER_DELTA))
+    dr = w * np.clip(r, -HUBER_DELTA, HUBER_DELTA) / s
+    g1, g2, g3 = dr * x1, dr * x2, dr * x3
+    grad = np.array([g3.sum(), g1.sum(), g2.sum(), -(g1 * logN).sum(), -(g2 * logD).sum()])
+    return float((w * loss).sum()), grad
+
+
+def _grid_scores(logN, logD, logL):
+    """Huber loss at every grid start, vectorised in chunks (grid × points)."""
+    out = np.empty(len(GRID))
+    for i in range(0, len(GRID), 500):
+        g = GRID[i : i + 500, :, None]
+        t1 = g[:, 1] - g[:, 3] * logN
+        t2 = g[:, 2] - g[:, 4] * logD
+        r = np.logaddexp(np.logaddexp(t1, t2), g[:, 0]) - logL
+        absr = np.abs(r)
+        out[i : i + 500] = np.where(absr <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (absr - 0.5 * HUBER_DELTA)).sum(1)
+    return out
+
+
+def _lbfgs(theta0, logN, logD, logL, w):
+    # tolerances are tight because the Huber objective is tiny (residuals ~1e-2 in log loss);
+    # scipy's defaults stop early here, the failure Besiroglu et al. found in the original fit
+    res = minimize(
+        _objective,
+        theta0,
+        args=(logN, logD, logL, w),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-12},
+    )
+    return res.x, res.fun
+
+
+def fit_approach3(N, D, L, n_boot: int = 0, rng: np.random.Generator | None = None) -> Approach3Fit:
+    """Fit L(N, D) to points (N params, D tokens, L loss); bootstrap `n_boot` resamples."""
+    logN, logD, logL = np.log(N), np.log(D), np.log(L)
+    w = np.ones_like(logL)
+    scores = _grid_scores(logN, logD, logL)
+    # L-BFGS works on centred logs: a - α·log N = (a - α·m) - α·(log N - m). The same objective,
+    # but a and α no longer move together, which cuts L-BFGS's iterations several-fold.
+    mN, mD = logN.mean(), logD.mean()
+    cN, cD = logN - mN, logD - mD
+
+    def centre(t):
+        return np.array([t[0], t[1] - t[3] * mN, t[2] - t[4] * mD, t[3], t[4]])
+
+    def uncentre(t):
+        return np.array([t[0], t[1] + t[3] * mN, t[2] + t[4] * mD, t[3], t[4]])
+
+    best_theta, best_f = None, np.inf
+    for i in np.argsort(scores)[:N_REFINE]:
+        theta, f = _lbfgs(centre(GRID[i]), cN, cD, logL, w)
+        if f < best_f and np.all(np.isfinite(theta)):
+            best_theta, best_f = theta, f
+    e, a, b, al, be = uncentre(best_theta)
+    fit = Approach3Fit(float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), float(al), float(be), len(L), float(best_f))
+
+    if n_boot > 0:
+        rng = rng or np.random.default_rng(0)
+        n = len(L)
+        boot = []
+        for _ in range(n_boot):
+            wb = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+            theta = uncentre(_lbfgs(best_theta, cN, cD, logL, wb)[0])
+            boot.append([np.exp(theta[0]), np.exp(theta[1]), np.exp(theta[2]), theta[3], theta[4]])
+        boot = np.array(boot)
+        fit.boot = boot[np.all(np.isfinite(boot), axis=1) & (boot[:, 3] > 0) & (boot[:, 4] > 0)]
+    return fit

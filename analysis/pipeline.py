@@ -1,0 +1,74 @@
+"""`analysis fit` end to end, in memory: load → check → budgets → Approaches 2, 1, 3.
+
+Nothing is written here; report.py writes the outputs only once every step has succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .approach1 import Approach1, fit_approach1
+from .approach2 import Approach2, fit_approach2
+from .approach3 import Approach3Fit, fit_approach3
+from .budgets import assign_budgets
+from .conventions import check_convention
+from .load import load
+from .minima import parse_window
+from .table import Points
+from .validate import exclude_incomplete, validate
+
+APPROACH3_MAX_BOOT = 200  # each resample is one L-BFGS run; 200 keep `fit` within seconds
+APPROACH3_MIN_POINTS = 10  # five parameters
+
+
+@dataclass
+class FitOptions:
+    convention: str = "6N"
+    window: str | None = None
+    all_points: bool = False
+    drop_invalid: bool = False
+    include_edge: bool = False
+    n_boot: int = 1000
+    seed: int = 0
+    loss: str = "val"
+    approach1: bool = True
+    approach3: bool = True
+
+
+@dataclass
+class FitResult:
+    inputs: list
+    options: FitOptions
+    points: Points
+    budget: np.ndarray
+    approach2: Approach2
+    approach1: Approach1 | None
+    approach3: Approach3Fit | None
+    warnings: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+
+def run_fit(paths, opts: FitOptions | None = None) -> FitResult:
+    opts = opts or FitOptions()
+    check_convention(opts.convention)
+    window = parse_window(opts.window, opts.all_points)
+    pts, notes = load(paths, opts.convention, opts.loss, curves=opts.approach1)
+    pts, warnings = exclude_incomplete(pts)
+    pts, w = validate(pts, opts.convention, opts.drop_invalid)
+    warnings += w
+    budget, n = assign_budgets(pts)
+    notes += n
+    a2 = fit_approach2(
+        pts, budget, window, opts.n_boot, opts.seed, opts.include_edge, opts.drop_invalid, opts.convention
+    )
+    warnings += a2.warnings
+    a1 = fit_approach1(pts, n_boot=min(opts.n_boot, 200), seed=opts.seed) if opts.approach1 else None
+    a3 = None
+    if opts.approach3 and len(pts) >= APPROACH3_MIN_POINTS:
+        rng = np.random.default_rng(opts.seed + 1)
+        a3 = fit_approach3(pts.params, pts.tokens, pts.loss, min(opts.n_boot, APPROACH3_MAX_BOOT), rng)
+        if not (0.01 < a3.alpha < 3 and 0.01 < a3.beta < 3):
+            warnings.append(f"Approach 3 landed on α = {a3.alpha:.3g}, β = {a3.beta:.3g}: the data do not pin L(N, D) down")
+    return FitResult(list(map(str, paths)), opts, pts, budget, a2, a1, a3, warnings, notes)

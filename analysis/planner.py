@@ -1,0 +1,182 @@
+"""Budget planning from fit.json: C → (N_opt, D_opt), and the inverses N → C and D → C.
+
+Point values come from the fitted lines (k·C^e); the 95% intervals from evaluating each
+bootstrap line that fit.json keeps, so they widen with extrapolation as they should. The
+predicted loss uses Approach 3's L(N, D) at the planned N and D, where fit.json has it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .errors import AnalysisError
+
+CATALOG_TOLERANCE = 0.15  # use a named catalog model when its size is within 15% of N_opt
+DEFAULT_VOCAB = 50304
+
+
+def load_fit(path: str) -> dict:
+    if os.path.isdir(path):
+        path = os.path.join(path, "fit.json")
+    try:
+        with open(path) as f:
+            fit = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise AnalysisError(f"{path}: cannot read a fit ({e})") from None
+    missing = [k for k in ("a", "b", "k_N", "k_D", "convention") if not isinstance(fit.get(k), (int, float, str)) or fit.get(k) is None]
+    if missing:
+        raise AnalysisError(f"{path}: not a fit.json, missing {', '.join(missing)}")
+    return fit
+
+
+def _pct(x):
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return None if len(x) < 10 else [float(v) for v in np.percentile(x, [2.5, 97.5])]
+
+
+def hydra_number(x: float) -> str:
+    """1e21 rather than 1e+21: a float literal for a Hydra override, 4 significant figures."""
+    mant, _, exp = f"{x:.4g}".partition("e")
+    return mant if not exp else f"{mant}e{int(exp)}"
+
+
+def _shape_params(shape, vocab_size: int):
+    """Parameter count of a catalog shape, by whichever name train.shapes uses; None if unknown."""
+    for name in ("params", "n_params", "num_params", "total_params", "param_count"):
+        v = getattr(shape, name, None)
+        if callable(v):
+            for args in ((vocab_size,), ()):
+                try:
+                    v = v(*args)
+                    break
+                except TypeError:
+                    continue
+        if isinstance(v, dict):
+            v = v.get("total")
+        if isinstance(v, (int, float)) and v > 0:
+            return float(v)
+    return None
+
+
+def train_command(N: float, C: float, convention: str, vocab_size: int = DEFAULT_VOCAB) -> str:
+    """`python -m train ...` for the catalog model nearest N (within 15%), else a shape-rule model."""
+    name = None
+    try:  # train.shapes is pure Python (no torch); the plan still works without it
+        from train.shapes import CATALOG, nearest_catalog_name
+
+        name = nearest_catalog_name(N, vocab_size=vocab_size)
+        if name is not None:
+            n_cat = _shape_params(CATALOG[name], vocab_size)
+            if n_cat is not None and abs(n_cat / N - 1) > CATALOG_TOLERANCE:
+                name = None
+    except Exception:
+        name = None
+    model = f"model={name}" if name else f"model.params={int(float(f'{N:.3g}'))}"
+    return f"python -m train {model} budget.flops={hydra_number(C)} budget.convention={convention}"
+
+
+@dataclass
+class Plan:
+    given: str  # flops | params | tokens
+    convention: str
+    C: float
+    N_opt: float
+    D_opt: float
+    tokens_per_param: float
+    C_ci: list | None
+    N_opt_ci: list | None
+    D_opt_ci: list | None
+    tokens_per_param_ci: list | None
+    loss: float | None  # Approach 3 at (N_opt, D_opt)
+    loss_ci: list | None
+    approach3_N_opt: float | None  # Approach 3's own allocation at C
+    approach3_D_opt: float | None
+    extrapolation_dex: float  # decades of C beyond the fitted budgets (0 inside)
+    command: str
+    notes: list
+
+
+def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int = DEFAULT_VOCAB) -> Plan:
+    given = [k for k, v in (("flops", flops), ("params", params), ("tokens", tokens)) if v is not None]
+    if len(given) != 1:
+        raise AnalysisError("give exactly one of --flops, --params, --tokens")
+    value = float({"flops": flops, "params": params, "tokens": tokens}[given[0]])
+    if not (np.isfinite(value) and value > 0):
+        raise AnalysisError(f"--{given[0]} must be a positive number, got {value}")
+    a, b, lkN, lkD = fit["a"], fit["b"], np.log10(fit["k_N"]), np.log10(fit["k_D"])
+    bs = fit.get("bootstrap") or {}
+    sa, skN, sb, skD = (np.asarray(bs.get(k, []), dtype=float) for k in ("a", "log10_k_N", "b", "log10_k_D"))
+    lv = np.log10(value)
+    # log10 C for the point estimate and for each bootstrap line
+    if given[0] == "flops":
+        lC, slC = lv, np.full(len(sa), lv)
+    elif given[0] == "params":
+        lC, slC = (lv - lkN) / a, (lv - skN) / sa
+    else:
+        lC, slC = (lv - lkD) / b, (lv - skD) / sb
+    C = 10**lC
+    N, D = 10 ** (lkN + a * lC), 10 ** (lkD + b * lC)
+    sN, sD = 10 ** (skN + sa * slC), 10 ** (skD + sb * slC)
+    if given[0] == "params":
+        N, sN = value, np.full(len(sa), value)
+    if given[0] == "tokens":
+        D, sD = value, np.full(len(sa), value)
+
+    notes = []
+    loss = loss_ci = N3 = D3 = None
+    a3 = fit.get("approach3")
+    if a3:
+        from .approach3 import optimal_allocation, predict_loss
+
+        p = [a3["E"], a3["A"], a3["B"], a3["alpha"], a3["beta"]]
+        loss = float(predict_loss(p, N, D))
+        boot = np.asarray(a3.get("bootstrap") or [], dtype=float)
+        loss_ci = _pct(predict_loss(boot, N, D)) if len(boot) else None
+        N3, D3 = (float(v) for v in optimal_allocation(p, C))
+    Cs = [m["C"] for m in fit.get("budgets", []) if m.get("used")]
+    extra = 0.0
+    if Cs:
+        extra = max(0.0, lC - np.log10(max(Cs)), np.log10(min(Cs)) - lC)
+        if extra > 0:
+            notes.append(f"extrapolating {extra:.1f} decades of compute beyond the fitted budgets "
+                         f"({min(Cs):.3g}-{max(Cs):.3g} FLOPs)")
+    conv = fit["convention"]
+    if conv == "6N_nonembed":
+        notes.append("under 6N_nonembed, N counts non-embedding parameters")
+    return Plan(
+        given=given[0], convention=conv, C=float(C), N_opt=float(N), D_opt=float(D), tokens_per_param=float(D / N),
+        C_ci=_pct(10**slC) if given[0] != "flops" else None,
+        N_opt_ci=_pct(sN) if given[0] != "params" else None,
+        D_opt_ci=_pct(sD) if given[0] != "tokens" else None,
+        tokens_per_param_ci=_pct(sD / sN),
+        loss=loss, loss_ci=loss_ci, approach3_N_opt=N3, approach3_D_opt=D3,
+        extrapolation_dex=float(extra),
+        command=train_command(N, C, conv, vocab_size), notes=notes,
+    )
+
+
+def _ci(ci, fmt="{:.3g}"):
+    return f"  95% CI [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else ""
+
+
+def plan_text(p: Plan, fit_path: str) -> str:
+    L = [f"plan from {fit_path} (Approach 2, convention {p.convention}), given {p.given}"]
+    L.append(f"  compute C          = {p.C:.4g} FLOPs{_ci(p.C_ci)}")
+    L.append(f"  model size N_opt   = {p.N_opt:.4g} parameters{_ci(p.N_opt_ci)}")
+    L.append(f"  data D_opt         = {p.D_opt:.4g} tokens{_ci(p.D_opt_ci)}")
+    L.append(f"  tokens per param   = {p.tokens_per_param:.3g}{_ci(p.tokens_per_param_ci)}")
+    if p.loss is not None:
+        L.append(f"  predicted loss     = {p.loss:.4f} (Approach 3 at N_opt, D_opt){_ci(p.loss_ci, '{:.4f}')}")
+        L.append(f"  Approach 3 instead: N = {p.approach3_N_opt:.4g}, D = {p.approach3_D_opt:.4g} at this C")
+    L += [f"  note: {n}" for n in p.notes]
+    L.append(f"train: {p.command}")
+    return "\n".join(L)
+
+
+def plan_json(p: Plan) -> str:
+    return json.dumps(asdict(p), indent=1)

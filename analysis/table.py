@@ -1,0 +1,58 @@
+"""The results table in memory: one row per run, columns as numpy arrays (contract schema)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+REQUIRED = ("flops", "params", "tokens", "loss")
+OPTIONAL = ("budget", "run_id", "status", "convention")
+
+
+@dataclass
+class Curve:
+    """A run's training curve from metrics.jsonl: loss against tokens."""
+
+    tokens: np.ndarray
+    loss: np.ndarray
+    source: str  # "val_loss" or "train_loss"
+
+
+@dataclass
+class Points:
+    flops: np.ndarray
+    params: np.ndarray
+    tokens: np.ndarray
+    loss: np.ndarray
+    budget: np.ndarray  # nominal budget; NaN where unknown
+    status: np.ndarray  # str; "" where unknown (taken as completed)
+    run_id: np.ndarray  # str; "" where unknown
+    where: np.ndarray  # str: "file.csv:line" or the run directory, for messages
+    curves: dict = field(default_factory=dict)  # run_id -> Curve (run directories only)
+
+    def __len__(self) -> int:
+        return len(self.flops)
+
+    def subset(self, mask) -> "Points":
+        kw = {f.name: getattr(self, f.name)[mask] for f in fields(self) if f.name != "curves"}
+        return Points(**kw, curves=self.curves)
+
+    @staticmethod
+    def concat(parts: list["Points"]) -> "Points":
+        kw = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Points) if f.name != "curves"}
+        curves = {}
+        for p in parts:
+            curves.update(p.curves)
+        return Points(**kw, curves=curves)
+
+    @staticmethod
+    def from_columns(cols: dict, where: list[str], curves: dict | None = None) -> "Points":
+        n = len(where)
+        num = {k: np.asarray(cols.get(k, [np.nan] * n), dtype=float) for k in (*REQUIRED, "budget")}
+        txt = {k: np.asarray(cols.get(k, [""] * n), dtype=object) for k in ("status", "run_id")}
+        return Points(**num, **txt, where=np.asarray(where, dtype=object), curves=curves or {})
+
+    def label(self, i: int) -> str:
+        rid = self.run_id[i]
+        return f"{self.where[i]}" + (f" (run {rid})" if rid and rid not in str(self.where[i]) else "")
