@@ -55,9 +55,12 @@ def _fit(args) -> int:
         include_edge=args.include_edge, n_boot=max(0, args.bootstrap), seed=args.seed, loss=args.loss,
         approach1=not args.no_approach1, approach3=not args.no_approach3,
     )
-    res = run_fit(args.paths, opts)
-    for w in res.warnings:
-        print("warning: " + w, file=sys.stderr)
+    warnings: list[str] = []
+    try:
+        res = run_fit(args.paths, opts, warnings)
+    finally:  # shown even when a later step fails: a drop is loud either way
+        for w in warnings:
+            print("warning: " + w, file=sys.stderr)
     print(summary(write_outputs(res, args.out)))
     return 0
 

@@ -140,8 +140,10 @@ def fit_approach2(
     include_edge: bool = False,
     drop_small: bool = False,
     convention: str = "6N",
+    warnings: list | None = None,
 ) -> Approach2:
-    warnings: list[str] = []
+    """`warnings`, when given, receives this step's warnings as they arise (and is the list kept)."""
+    warnings = [] if warnings is None else warnings
     rng = np.random.default_rng(seed)
     groups = _group_sizes_check(pts, budget, drop_small, warnings)
     if not groups:

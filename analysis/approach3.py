@@ -18,7 +18,6 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
 
 HUBER_DELTA = 1e-3  # Chinchilla's δ
 N_REFINE = 8  # L-BFGS runs from this many best grid starts
@@ -108,6 +107,8 @@ def _grid_scores(logN, logD, logL):
 
 
 def _lbfgs(theta0, logN, logD, logL, w):
+    from scipy.optimize import minimize  # here, so that the planner does not pay for importing it
+
     # tolerances are tight because the Huber objective is tiny (residuals ~1e-2 in log loss);
     # scipy's defaults stop early here, the failure Besiroglu et al. found in the original fit
     res = minimize(

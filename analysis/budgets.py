@@ -1,9 +1,10 @@
 """Nominal compute budgets: taken from the `budget` column, or found by snapping FLOPs.
 
 Rows without a budget are grouped by their FLOPs: sorted, a new group starts where a run's FLOPs
-exceed the previous run's by more than SNAP_TOLERANCE, and each group is named by its geometric
-mean rounded to three significant figures (1.25e16, 6e18, 2.56e19). A group whose runs spread
-further than SNAP_TOLERANCE from that value is an error: give those rows a budget.
+exceed the previous run's by more than SNAP_TOLERANCE. Each group is named by the coarsest
+rounding of its geometric mean, to 1, 2 or 3 significant figures, that stays within 1% of it:
+runs at 0.997e19 make 1e19, Porian et al.'s 2.56e19 and 1.25e16 stay themselves. A group whose
+runs spread further than SNAP_TOLERANCE from that value is an error: give those rows a budget.
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from .table import Points
 SNAP_TOLERANCE = 0.10  # step rounding moves a run's FLOPs by a few % at most
 
 
-def _round_sig(x: float, sig: int = 3) -> float:
-    return float(f"{x:.{sig - 1}e}")
+def _nominal(x: float) -> float:
+    for sig in (1, 2, 3):
+        r = float(f"{x:.{sig - 1}e}")
+        if abs(r / x - 1) <= 0.01:
+            return r
+    return r
 
 
 def assign_budgets(pts: Points) -> tuple[np.ndarray, list[str]]:
@@ -45,7 +50,7 @@ def assign_budgets(pts: Points) -> tuple[np.ndarray, list[str]]:
         groups.append(cur)
     worst = 0.0
     for g in groups:
-        nominal = _round_sig(float(np.exp(np.log(pts.flops[g]).mean())))
+        nominal = _nominal(float(np.exp(np.log(pts.flops[g]).mean())))
         dev = np.abs(pts.flops[g] / nominal - 1)
         if dev.max() > SNAP_TOLERANCE:
             rows = ", ".join(pts.label(i) for i in g[:8])

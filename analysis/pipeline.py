@@ -50,20 +50,23 @@ class FitResult:
     notes: list = field(default_factory=list)
 
 
-def run_fit(paths, opts: FitOptions | None = None) -> FitResult:
+def run_fit(paths, opts: FitOptions | None = None, warnings: list | None = None) -> FitResult:
+    """`warnings` (optional) collects warnings as they arise, so a caller can show them even when
+    a later step fails."""
     opts = opts or FitOptions()
+    warnings = [] if warnings is None else warnings
     check_convention(opts.convention)
     window = parse_window(opts.window, opts.all_points)
     pts, notes = load(paths, opts.convention, opts.loss, curves=opts.approach1)
-    pts, warnings = exclude_incomplete(pts)
+    pts, w = exclude_incomplete(pts)
+    warnings += w
     pts, w = validate(pts, opts.convention, opts.drop_invalid)
     warnings += w
     budget, n = assign_budgets(pts)
     notes += n
     a2 = fit_approach2(
-        pts, budget, window, opts.n_boot, opts.seed, opts.include_edge, opts.drop_invalid, opts.convention
+        pts, budget, window, opts.n_boot, opts.seed, opts.include_edge, opts.drop_invalid, opts.convention, warnings
     )
-    warnings += a2.warnings
     a1 = fit_approach1(pts, n_boot=min(opts.n_boot, 200), seed=opts.seed) if opts.approach1 else None
     a3 = None
     if opts.approach3 and len(pts) >= APPROACH3_MIN_POINTS:

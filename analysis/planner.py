@@ -45,36 +45,19 @@ def hydra_number(x: float) -> str:
     return mant if not exp else f"{mant}e{int(exp)}"
 
 
-def _shape_params(shape, vocab_size: int):
-    """Parameter count of a catalog shape, by whichever name train.shapes uses; None if unknown."""
-    for name in ("params", "n_params", "num_params", "total_params", "param_count"):
-        v = getattr(shape, name, None)
-        if callable(v):
-            for args in ((vocab_size,), ()):
-                try:
-                    v = v(*args)
-                    break
-                except TypeError:
-                    continue
-        if isinstance(v, dict):
-            v = v.get("total")
-        if isinstance(v, (int, float)) and v > 0:
-            return float(v)
-    return None
-
-
 def train_command(N: float, C: float, convention: str, vocab_size: int = DEFAULT_VOCAB) -> str:
-    """`python -m train ...` for the catalog model nearest N (within 15%), else a shape-rule model."""
+    """`python -m train ...` for the catalog model nearest N (within 15%), else a shape-rule model.
+
+    train.shapes.nearest_catalog_name returns None when no catalog entry is within the
+    tolerance. It is pure Python (no torch); without it the plan falls back to model.params."""
     name = None
-    try:  # train.shapes is pure Python (no torch); the plan still works without it
+    try:
         from train.shapes import CATALOG, nearest_catalog_name
 
-        name = nearest_catalog_name(N, vocab_size=vocab_size)
-        if name is not None:
-            n_cat = _shape_params(CATALOG[name], vocab_size)
-            if n_cat is not None and abs(n_cat / N - 1) > CATALOG_TOLERANCE:
-                name = None
-    except Exception:
+        name = nearest_catalog_name(N, vocab_size=vocab_size, tolerance=CATALOG_TOLERANCE)
+        if name not in CATALOG:
+            name = None
+    except Exception:  # train/ absent or changed: the shape rule still builds any N
         name = None
     model = f"model={name}" if name else f"model.params={int(float(f'{N:.3g}'))}"
     return f"python -m train {model} budget.flops={hydra_number(C)} budget.convention={convention}"
@@ -148,6 +131,9 @@ def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int =
     conv = fit["convention"]
     if conv == "6N_nonembed":
         notes.append("under 6N_nonembed, N counts non-embedding parameters")
+    command = train_command(N, C, conv, vocab_size)
+    if " model=" in command:
+        notes.append(f"catalog model sizes assume a vocabulary of {vocab_size} (--vocab-size)")
     return Plan(
         given=given[0], convention=conv, C=float(C), N_opt=float(N), D_opt=float(D), tokens_per_param=float(D / N),
         C_ci=_pct(10**slC) if given[0] != "flops" else None,
@@ -156,7 +142,7 @@ def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int =
         tokens_per_param_ci=_pct(sD / sN),
         loss=loss, loss_ci=loss_ci, approach3_N_opt=N3, approach3_D_opt=D3,
         extrapolation_dex=float(extra),
-        command=train_command(N, C, conv, vocab_size), notes=notes,
+        command=command, notes=notes,
     )
 
 

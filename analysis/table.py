@@ -49,8 +49,8 @@ class Points:
     @staticmethod
     def from_columns(cols: dict, where: list[str], curves: dict | None = None) -> "Points":
         n = len(where)
-        num = {k: np.asarray(cols.get(k, [np.nan] * n), dtype=float) for k in (*REQUIRED, "budget")}
-        txt = {k: np.asarray(cols.get(k, [""] * n), dtype=object) for k in ("status", "run_id")}
+        num = {k: np.array(cols.get(k, [np.nan] * n), dtype=float) for k in (*REQUIRED, "budget")}
+        txt = {k: np.array(cols.get(k, [""] * n), dtype=object) for k in ("status", "run_id")}
         return Points(**num, **txt, where=np.asarray(where, dtype=object), curves=curves or {})
 
     def label(self, i: int) -> str:

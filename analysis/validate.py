@@ -40,13 +40,14 @@ def row_problems(pts: Points, convention: str) -> dict[int, list[str]]:
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         ratio = pts.flops / (6.0 * pts.params * pts.tokens)
         bratio = pts.flops / pts.budget
-    for i in np.flatnonzero(np.isfinite(ratio) & (pts.flops > 0) & ((ratio < lo) | (ratio > hi))):
+    positive = (pts.flops > 0) & (pts.params > 0) & (pts.tokens > 0)  # else already reported
+    for i in np.flatnonzero(np.isfinite(ratio) & positive & ((ratio < lo) | (ratio > hi))):
         problems.setdefault(int(i), []).append(
             f"flops={pts.flops[i]:.4g} is {ratio[i]:.3g}x 6*params*tokens={6 * pts.params[i] * pts.tokens[i]:.4g} "
             f"(allowed {lo:g}-{hi:g} under {convention}): an overflowed or mislabelled FLOP column?"
         )
     blo, bhi = BUDGET_RATIO_BOUNDS
-    for i in np.flatnonzero(np.isfinite(bratio) & (pts.budget > 0) & ((bratio < blo) | (bratio > bhi))):
+    for i in np.flatnonzero(np.isfinite(bratio) & (pts.budget > 0) & (pts.flops > 0) & ((bratio < blo) | (bratio > bhi))):
         problems.setdefault(int(i), []).append(
             f"flops={pts.flops[i]:.4g} is {bratio[i]:.3g}x its budget={pts.budget[i]:.4g} (allowed {blo:g}-{bhi:g})"
         )
