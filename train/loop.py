@@ -36,9 +36,12 @@ class Trainer:
         self.batches = prepared.train_batches(plan.shape.seq_len, budget.batch_seqs, micro,
                                               rank=world.rank, world_size=world.size, seed=cfg.seed,
                                               pin_memory=device.type == "cuda")
-        eval_seqs = max(1, cfg.eval_tokens // plan.shape.seq_len)
-        eval_batch = min(eval_seqs, micro)
-        self.val = prepared.val_batches(plan.shape.seq_len, eval_batch, max(1, eval_seqs // eval_batch),
+        # The validation set is the same sequences for every world size and micro-batch size:
+        # its batch size divides the number of sequences, so none are dropped by rounding.
+        val_windows = prepared.val_batches(plan.shape.seq_len, 1).n_batches
+        eval_seqs = min(max(1, cfg.eval_tokens // plan.shape.seq_len), val_windows)
+        eval_batch = largest_divisor_at_most(eval_seqs, micro)
+        self.val = prepared.val_batches(plan.shape.seq_len, eval_batch, eval_seqs // eval_batch,
                                         rank=world.rank, world_size=world.size)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
         self.eval_every = cfg.eval_every or max(1, self.total_steps // 10)

@@ -57,7 +57,7 @@ def run_training(cfg) -> dict | None:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
         atomic_write_json(run_dir / "plan.json", plan.to_dict())
-        atomic_write_json(run_dir / "env.json", environment(describe(device)))
+        atomic_write_json(run_dir / "env.json", environment(describe(device)) | {"world_size": world.size})
 
     torch.manual_seed(cfg.seed)
     model = Transformer(plan.shape, attention=cfg.model.attention).to(device)
