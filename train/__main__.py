@@ -42,6 +42,11 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if cfg.sweep.name and cfg.sweep.out_dir and not cfg.dry_run:
+            # a sweep job launched as its own process (GPU pool): keep the sweep's table current
+            from sweeps.results import write_results_csv
+            write_results_csv(Path(cfg.sweep.out_dir))
     if result is not None and result["status"] != "completed":
         sys.exit(3)
     return result

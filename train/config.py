@@ -52,6 +52,8 @@ class OptimConfig:
     batch_tokens: Optional[int] = None  # global batch in tokens; overrides batch_rule
     batch_rule: str = "deepseek"       # deepseek | constant
     micro_batch_seqs: Optional[int] = None  # sequences per forward pass; None = the whole batch
+    batch_multiple: int = 1            # global batch in whole multiples of this many sequences:
+                                       # set it to the data-parallel world size (or a multiple)
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8

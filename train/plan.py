@@ -18,7 +18,7 @@ from train.shapes import (ModelShape, ShapeError, catalog_shape, head_dim_for, p
                           shape_from_params, swiglu_hidden)
 
 # Bump when a change to the training code would change a run's result for the same config.
-RUN_ID_VERSION = 1
+RUN_ID_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,8 @@ def run_id_for(identity: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def make_plan(cfg, world_size: int = 1) -> RunPlan:
+def make_plan(cfg) -> RunPlan:
+    """The run's plan. It does not depend on the world size, so a dry run shows what torchrun trains."""
     if cfg.budget.flops is None:
         raise ConfigError("budget.flops: required (e.g. budget.flops=3e11)")
     _positive(cfg.budget.flops, "budget.flops")
@@ -101,11 +102,11 @@ def make_plan(cfg, world_size: int = 1) -> RunPlan:
     batch_target = target_batch_tokens(opt.batch_rule, budget_flops, opt.batch_tokens)
     budget = plan_budget(budget_flops, per_token[convention], convention, shape.seq_len, batch_target,
                          min_steps=cfg.budget.min_steps, tolerance=cfg.budget.tolerance,
-                         batch_multiple=world_size)
+                         batch_multiple=opt.batch_multiple)
     lr = peak_lr(opt.lr_rule, budget_flops, params.total, opt.lr_constant, dict(opt.lr_table or {}), opt.lr)
     warmup = warmup_steps(budget.steps, opt.warmup_fraction, opt.warmup_max_steps)
     identity = {
-        "shape": shape.to_dict(), "budget": budget.to_dict(), "lr": lr, "warmup": warmup, "seed": cfg.seed,
+        "shape": shape.to_dict(), "budget": budget.to_dict(), "lr": lr, "warmup": warmup, "seed": cfg.seed, "eval_tokens": cfg.eval_tokens,
         "optim": {k: opt[k] for k in ("beta1", "beta2", "eps", "weight_decay", "grad_clip", "final_lr_fraction")},
         "data": {k: v for k, v in _as_dict(cfg.data).items() if k not in ("cache_dir", "num_proc")},
     }

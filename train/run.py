@@ -16,6 +16,7 @@ from train.device import describe, peak_flops, pick_device, pick_dtype
 from train.loop import Trainer
 from train.model import Transformer
 from train.optim import make_optimizer
+from train.config import ConfigError
 from train.plan import RunPlan, make_plan
 from train.rundir import MetricsLog, atomic_write_bytes, atomic_write_json, environment, read_result
 
@@ -33,7 +34,10 @@ def run_training(cfg) -> dict | None:
     world = distributed.init_world(device.type)
     if world.size > 1 and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
-    plan = make_plan(cfg, world_size=world.size)
+    plan = make_plan(cfg)
+    if plan.budget.batch_seqs % world.size:
+        raise ConfigError(f"optim.batch_multiple: the global batch of {plan.budget.batch_seqs} sequences does not "
+                          f"split over {world.size} processes; set optim.batch_multiple={world.size}")
     run_dir = run_dir_for(cfg, plan)
     finished = read_result(run_dir)
     if finished is not None and finished["status"] != "failed":  # failed runs are retried
