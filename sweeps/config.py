@@ -28,4 +28,8 @@ class SweepConfig:
     min_params: Optional[float] = None  # drop sizes below/above these bounds (e.g. the catalog range)
     max_params: Optional[float] = None
     effective_tflops: Optional[float] = None  # training throughput for time estimates; None = table
-    refine: bool = False               # after the grid: add sizes beyond edge minima and train them
+    # Refinement (`python -m sweeps refine <sweep dir>`, or this flag): after the grid, every budget
+    # whose best loss lies at its smallest or largest size gets `refine_sizes` more sizes beyond
+    # that edge, at the grid's own spacing, and they are trained into the same sweep directory.
+    refine: bool = False
+    refine_sizes: int = 2

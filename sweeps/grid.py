@@ -24,6 +24,7 @@ class GridPoint:
     budget: float
     target_params: float
     plan: RunPlan
+    refine: bool = False  # added by refinement beyond an edge minimum, not part of the grid
 
     @property
     def label(self) -> str:
@@ -90,6 +91,32 @@ def size_targets(center: float, sweep) -> list[float]:
     return [center * span ** (i / (count - 1) - 0.5) for i in range(count)]
 
 
+def grid_ratio(sweep) -> float:
+    """The size ratio between neighbouring points of one budget."""
+    return sweep.span ** (1 / (sweep.sizes_per_budget - 1))
+
+
+def make_point(cfg, budget: float, target: float, refine: bool = False) -> GridPoint:
+    """One (C, N) run: its full plan from the sweep's config with this budget and size target."""
+    point_cfg = copy.deepcopy(cfg)
+    with open_dict(point_cfg):
+        point_cfg.model.params = target
+        point_cfg.budget.flops = budget
+    try:
+        plan = make_plan(point_cfg)
+    except ValueError as error:
+        raise GridError(f"sweep.budgets: budget {budget:.3g} with N≈{target:.3g}: {error}") from error
+    return GridPoint(budget=budget, target_params=target, plan=plan, refine=refine)
+
+
+def outside_bounds(target: float, sweep) -> str | None:
+    if sweep.min_params is not None and target < sweep.min_params:
+        return f"below sweep.min_params={sweep.min_params:.3g}"
+    if sweep.max_params is not None and target > sweep.max_params:
+        return f"above sweep.max_params={sweep.max_params:.3g}"
+    return None
+
+
 def build_grid(cfg) -> list[GridPoint]:
     """Every (C, N) point of the sweep, each with its full run plan. Errors before any training."""
     sweep = cfg.sweep
@@ -98,19 +125,8 @@ def build_grid(cfg) -> list[GridPoint]:
     points = []
     for budget in budgets_of(sweep):
         for target in size_targets(predicted_optimum(budget, sweep), sweep):
-            if sweep.min_params is not None and target < sweep.min_params:
-                continue
-            if sweep.max_params is not None and target > sweep.max_params:
-                continue
-            point_cfg = copy.deepcopy(cfg)
-            with open_dict(point_cfg):
-                point_cfg.model.params = target
-                point_cfg.budget.flops = budget
-            try:
-                plan = make_plan(point_cfg)
-            except ValueError as error:
-                raise GridError(f"sweep: budget {budget:.3g} with N≈{target:.3g}: {error}") from error
-            points.append(GridPoint(budget=budget, target_params=target, plan=plan))
+            if outside_bounds(target, sweep) is None:
+                points.append(make_point(cfg, budget, target))
     if not points:
         raise GridError("sweep.min_params/max_params: every size of every budget was filtered out")
     ids = [p.plan.run_id for p in points]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import json
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,22 +38,52 @@ def locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _planned(run_dir: Path) -> dict:
+    """The run's plan.json (written before training starts), or {} when absent."""
+    try:
+        return json.loads((run_dir / "plan.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def result_row(run_dir: Path, result: dict, sweep_dir: Path) -> dict:
+    """One results-table row. A failed run's result.json records only its status and reason: its
+    size, budget and FLOPs come from its plan.json, and its loss stays empty."""
+    plan = _planned(run_dir)
+    convention = result.get("convention") or plan.get("convention") or "6N"
+    params = result.get("params") or plan.get("params") or {}
+    flops = result.get("flops") or plan.get("achieved_flops_by_convention") or {}
+    return {
+        "flops": flops.get(convention), "params": params.get("total"),
+        "tokens": result.get("tokens", plan.get("tokens")), "loss": result.get("final_val_loss"),
+        "budget": result.get("budget_flops", plan.get("budget_flops")),
+        "run_id": result.get("run_id", plan.get("run_id")), "status": result["status"], "convention": convention,
+        "non_embedding_params": params.get("non_embedding"),
+        "train_loss": result.get("final_train_loss"), "wall_s": result.get("wall_s"),
+        "run_dir": str(run_dir.relative_to(sweep_dir)),
+    }
+
+
 def collect_rows(sweep_dir: Path) -> list[dict]:
+    """One row per run directory with a result.json, ordered by budget and size."""
     rows = []
     for result_path in sorted((sweep_dir / "runs").glob("*/result.json")):
         result = read_result(result_path.parent)
-        if result is None:
-            continue
-        convention = result.get("convention", "6N")
-        rows.append({
-            "flops": result["flops"][convention], "params": result["params"]["total"],
-            "tokens": result["tokens"], "loss": result["final_val_loss"], "budget": result["budget_flops"],
-            "run_id": result["run_id"], "status": result["status"], "convention": convention,
-            "non_embedding_params": result["params"]["non_embedding"],
-            "train_loss": result["final_train_loss"], "wall_s": result["wall_s"],
-            "run_dir": str(result_path.parent.relative_to(sweep_dir)),
-        })
-    return sorted(rows, key=lambda r: (r["budget"], r["params"]))
+        if result is not None:
+            rows.append(result_row(result_path.parent, result, sweep_dir))
+    return sorted(rows, key=lambda r: (r["budget"] or 0, r["params"] or 0, r["run_id"] or ""))
+
+
+def read_results_csv(path: Path) -> list[dict]:
+    """The rows of a results table, numbers as floats (None where empty)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    numeric = ("flops", "params", "tokens", "loss", "budget", "non_embedding_params", "train_loss", "wall_s")
+    for row in rows:
+        for key in numeric:
+            if key in row:
+                row[key] = float(row[key]) if row[key] not in ("", None) else None
+    return rows
 
 
 def write_results_csv(sweep_dir: Path) -> Path:

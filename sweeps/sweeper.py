@@ -17,9 +17,10 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
 from sweeps.estimate import detect_device_kind, effective_flops_per_s
-from sweeps.grid import GridError, GridPoint, build_grid, sweep_dir_of
+from sweeps.grid import GridError, GridPoint, build_grid, grid_ratio, make_point, outside_bounds, sweep_dir_of
 from sweeps.plan_table import format_table, plan_rows, plan_warnings
-from sweeps.results import run_state, write_results_csv
+from sweeps.refine import find_edges, save_command
+from sweeps.results import read_results_csv, run_state, write_results_csv
 from train.errors import USER_ERRORS
 from train.rundir import atomic_write_bytes, atomic_write_json
 
@@ -54,38 +55,124 @@ class IsoflopSweeper(Sweeper):
             points = build_grid(cfg)
             sweep_dir = sweep_dir_of(cfg)
             unique_tokens = corpus_unique_tokens(cfg)
+            flops_per_s = effective_flops_per_s(detect_device_kind(cfg.device), cfg.sweep.effective_tflops)
+            if cfg.sweep.refine and cfg.sweep.refine_sizes < 1:
+                raise GridError(f"sweep.refine_sizes: must be at least 1, got {cfg.sweep.refine_sizes}")
         except (GridError, *USER_ERRORS) as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
-        states = {p.plan.run_id: run_state(sweep_dir / "runs" / p.label) for p in points}
-        rows = plan_rows(points, effective_flops_per_s(detect_device_kind(cfg.device), cfg.sweep.effective_tflops),
-                         states)
-        table = format_table(rows)
+        states = self._states(points, sweep_dir)
+        rows = plan_rows(points, flops_per_s, states)
         say(f"sweep {cfg.sweep.name}: {sweep_dir}")
-        say(table)
+        say(format_table(rows))
         for warning in plan_warnings(rows, unique_tokens, cfg.budget.min_steps):
             say(f"warning: {warning}")
-        if cfg.dry_run:
+        if cfg.dry_run and not cfg.sweep.refine:
             say("dry run: nothing trained")
             return []
 
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(sweep_dir / "plan.txt", (table + "\n").encode())
-        atomic_write_json(sweep_dir / "plan.json", {"points": [p.plan.to_dict() | {"label": p.label} for p in points]})
+        # the grid
         pending = [p for p in points if states[p.plan.run_id] not in FINISHED]
-        skipped = len(points) - len(pending)
-        if not pending:
-            write_results_csv(sweep_dir)
-            say(f"nothing to train: all {len(points)} runs have finished; results in {sweep_dir / 'results.csv'}")
-            return []
-        say(f"launching {len(pending)} runs ({skipped} finished and skipped, "
-            f"{sum(states[p.plan.run_id] == 'partial' for p in pending)} to resume)")
-        job_overrides = [list(arguments) + p.overrides(sweep_dir) + [f"sweep.out_dir={sweep_dir}"] for p in pending]
-        returns = self.launcher.launch(job_overrides, initial_job_idx=0)
-        return [self._summarise(points, pending, returns, states, sweep_dir)]
+        launched = 0
+        if not cfg.dry_run:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            save_command(sweep_dir, list(arguments), list(cfg.hydra.overrides.hydra))
+            self._write_plan(sweep_dir, points, rows)
+            if pending:
+                say(f"launching {len(pending)} runs ({len(points) - len(pending)} finished and skipped, "
+                    f"{sum(states[p.plan.run_id] == 'partial' for p in pending)} to resume)")
+                launched = self._launch(pending, arguments, sweep_dir, first_job=0)
+            else:
+                say(f"nothing to train: all {len(points)} runs have finished; results in {sweep_dir / 'results.csv'}")
 
-    def _summarise(self, points: list[GridPoint], pending: list[GridPoint], returns, before: dict, sweep_dir: Path):
-        after = {p.plan.run_id: run_state(sweep_dir / "runs" / p.label) for p in points}
+        # refinement beyond edge minima, from the results so far
+        if cfg.sweep.refine:
+            extras = self._refine(cfg, points, sweep_dir, flops_per_s, unique_tokens)
+            if cfg.dry_run:
+                say("dry run: nothing trained")
+                return []
+            extra_states = self._states(extras, sweep_dir)
+            states |= extra_states
+            points = points + extras
+            self._write_plan(sweep_dir, points, plan_rows(points, flops_per_s, states))
+            todo = [p for p in extras if extra_states[p.plan.run_id] not in FINISHED]
+            if todo:
+                say(f"refine: launching {len(todo)} runs")
+                self._launch(todo, arguments, sweep_dir, first_job=launched)
+            elif extras:
+                say(f"refine: nothing to train: all {len(extras)} added runs have finished")
+        summary = self._summarise(points, states, sweep_dir)
+        if summary["failed"]:
+            print(f"error: sweep: {summary['failed']} runs failed (their run directories say why); "
+                  "run the same command again to retry them", file=sys.stderr)
+            sys.exit(3)
+        return [json.dumps(summary)]
+
+    @staticmethod
+    def _states(points: list[GridPoint], sweep_dir: Path) -> dict[str, str]:
+        return {p.plan.run_id: run_state(sweep_dir / "runs" / p.label) for p in points}
+
+    @staticmethod
+    def _write_plan(sweep_dir: Path, points: list[GridPoint], rows: list[dict]) -> None:
+        atomic_write_bytes(sweep_dir / "plan.txt", (format_table(rows) + "\n").encode())
+        atomic_write_json(sweep_dir / "plan.json", {"points": [
+            p.plan.to_dict() | {"label": p.label, "target_params": p.target_params, "refine": p.refine}
+            for p in points]})
+
+    def _launch(self, points: list[GridPoint], arguments: List[str], sweep_dir: Path, first_job: int) -> int:
+        """Run the points through the configured launcher; returns the next free job number."""
+        job_overrides = [list(arguments) + p.overrides(sweep_dir) + [f"sweep.out_dir={sweep_dir}"] for p in points]
+        returns = self.launcher.launch(job_overrides, initial_job_idx=first_job)
+        for job in returns or []:
+            if getattr(job, "status", None) == JobStatus.FAILED:
+                where = next((o for o in reversed(job.overrides) if o.startswith("out_dir=")), job.overrides)
+                say(f"warning: run {where} failed: {job._return_value!r}")
+        return first_job + len(job_overrides)
+
+    def _refine(self, cfg, points: list[GridPoint], sweep_dir: Path, flops_per_s: float,
+                unique_tokens: int | None) -> list[GridPoint]:
+        """Extra points beyond each budget's edge minimum, planned from the sweep's results table."""
+        csv_path = sweep_dir / "results.csv"
+        if not cfg.dry_run and sweep_dir.is_dir():
+            write_results_csv(sweep_dir)
+        if not csv_path.is_file():
+            say(f"refine: no results yet in {csv_path}; train the grid first")
+            return []
+        edges, notes = find_edges(read_results_csv(csv_path), sorted({p.budget for p in points}),
+                                  cfg.budget.convention, grid_ratio(cfg.sweep), cfg.sweep.refine_sizes)
+        for note in notes:
+            say(f"refine: {note}")
+        if not edges:
+            say("refine: every budget's minimum lies inside its sizes; nothing to add")
+            return []
+        known = {p.plan.run_id for p in points}
+        extras = []
+        for edge in edges:
+            added, stopped = [], ""
+            for target in edge.targets:
+                bound = outside_bounds(target, cfg.sweep)
+                try:
+                    if bound:
+                        raise GridError(f"N≈{target:.3g} is {bound}")
+                    point = make_point(cfg, edge.budget, target, refine=True)
+                except GridError as error:
+                    stopped = f"; cannot go further ({error})"
+                    break
+                if point.plan.run_id not in known:
+                    known.add(point.plan.run_id)
+                    added.append(point)
+            sizes = ", ".join(f"{p.plan.params.total:.3g}" for p in added) or "none"
+            say(f"refine: {edge.describe()}; adding N = {sizes}{stopped}")
+            extras += added
+        if extras:
+            rows = plan_rows(extras, flops_per_s, self._states(extras, sweep_dir))
+            say(format_table(rows))
+            for warning in plan_warnings(rows, unique_tokens, cfg.budget.min_steps):
+                say(f"warning: {warning}")
+        return extras
+
+    def _summarise(self, points: list[GridPoint], before: dict, sweep_dir: Path) -> dict:
+        after = self._states(points, sweep_dir)
         counts = Counter()
         for point in points:
             run_id = point.plan.run_id
@@ -95,11 +182,10 @@ class IsoflopSweeper(Sweeper):
                 counts["resumed" if before[run_id] == "partial" else "completed"] += 1
             else:
                 counts[after[run_id] if after[run_id] in ("diverged", "failed") else "failed"] += 1
-        crashed = [r for r in returns if getattr(r, "status", None) == JobStatus.FAILED]
-        for job in crashed:
-            say(f"warning: job {job.overrides} raised {job._return_value!r}")
         csv_path = write_results_csv(sweep_dir)
         summary = {k: counts.get(k, 0) for k in ("completed", "skipped", "resumed", "failed", "diverged")}
+        summary["points"] = len(points)
         atomic_write_json(sweep_dir / "summary.json", summary)
-        say("summary: " + ", ".join(f"{k} {v}" for k, v in summary.items()) + f"; results in {csv_path}")
-        return json.dumps(summary)
+        say("summary: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "points")
+            + f" (of {len(points)} runs); results in {csv_path}")
+        return summary
