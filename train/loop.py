@@ -97,7 +97,7 @@ class Trainer:
         tags = list(wb.tags) + [f"C={budget:.3g}", f"N={self.plan.params.total:.3g}"]
         config = OmegaConf.to_container(self.cfg, resolve=True) | {"plan": self.plan.to_dict()}
         return WandbLogger(mode=wb.mode, project=wb.project, group=group, name=name, config=config,
-                           run_dir=str(self.run_dir), tags=tags, job_type="isoflop-run")
+                           run_dir=str(self.run_dir), tags=tags, job_type="isoflop-run", run_id=self.plan.run_id)
 
     # --- one step --------------------------------------------------------------------------
     def _autocast(self):
