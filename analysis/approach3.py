@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HUBER_DELTA = 1e-3  # Chinchilla's δ
+# α, β ≥ 0: a negative exponent makes loss grow with N or D. On real sweeps with few points the
+# unbounded fit found α = -3.9; the bound keeps such a fit physical, and pipeline.py warns on it.
+BOUNDS = [(None, None), (None, None), (None, None), (0.0, 10.0), (0.0, 10.0)]
 N_REFINE = 8  # L-BFGS runs from this many best grid starts
 
 # Chinchilla's grid: α, β ∈ {0, .5, …, 2}, e ∈ {-1, -.5, …, 1}, a, b ∈ {0, 5, …, 25}
@@ -70,9 +73,10 @@ def optimal_allocation(p, C):
     """(N_opt, D_opt) minimising L under C = 6·N·D, for p = (E, A, B, α, β) (broadcasts)."""
     p = np.asarray(p, dtype=float)
     _, A, B, al, be = (p[..., i] for i in range(5))
-    G = np.power(al * A / (be * B), 1.0 / (al + be))
-    a, b = be / (al + be), al / (al + be)
-    return G * np.power(C / 6.0, a), np.power(C / 6.0, b) / G
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # α or β = 0: no optimum (inf)
+        G = np.power(al * A / (be * B), 1.0 / (al + be))
+        a, b = be / (al + be), al / (al + be)
+        return G * np.power(C / 6.0, a), np.power(C / 6.0, b) / G
 
 
 def _objective(theta, logN, logD, logL, w):
@@ -117,6 +121,7 @@ def _lbfgs(theta0, logN, logD, logL, w):
         args=(logN, logD, logL, w),
         jac=True,
         method="L-BFGS-B",
+        bounds=BOUNDS,
         options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-12},
     )
     return res.x, res.fun

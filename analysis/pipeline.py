@@ -68,6 +68,11 @@ def run_fit(paths, opts: FitOptions | None = None, warnings: list | None = None)
         pts, budget, window, opts.n_boot, opts.seed, opts.include_edge, opts.drop_invalid, opts.convention, warnings
     )
     a1 = fit_approach1(pts, n_boot=min(opts.n_boot, 200), seed=opts.seed) if opts.approach1 else None
+    if opts.approach1 and a1 is None and pts.curves:
+        warnings.append(
+            f"Approach 1 not fitted: {len(pts.curves)} runs have curves, but fewer than 3 of distinct sizes "
+            "or the envelope is won by the smallest or largest size at every FLOP count"
+        )
     a3 = None
     if opts.approach3 and len(pts) >= APPROACH3_MIN_POINTS:
         rng = np.random.default_rng(opts.seed + 1)

@@ -128,6 +128,10 @@ def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int =
         if extra > 0:
             notes.append(f"extrapolating {extra:.1f} decades of compute beyond the fitted budgets "
                          f"({min(Cs):.3g}-{max(Cs):.3g} FLOPs)")
+    if fit.get("warnings"):
+        notes.append(f"the fit carries {len(fit['warnings'])} warning(s); read them in its report.md")
+    if not (0 < a < 1 and 0 < b < 1):
+        notes.append(f"a = {a:.3g}, b = {b:.3g}: outside (0, 1), so this plan means little")
     conv = fit["convention"]
     if conv == "6N_nonembed":
         notes.append("under 6N_nonembed, N counts non-embedding parameters")

@@ -66,7 +66,8 @@ def _save(fig, out_dir, name):
 
 
 def isoflop_figure(a2, convention, out_dir):
-    fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig.subplots_adjust(left=0.09, right=1.0, bottom=0.1, top=0.93)  # fixed margins: constrained layout doubled the run time
     norm = LogNorm(min(m.budget for m in a2.budgets), max(m.budget for m in a2.budgets) * 1.0001)
     lo = min(m.loss.min() for m in a2.budgets)
     hi_win = max(m.loss[m.in_window].max() for m in a2.budgets)
@@ -82,23 +83,28 @@ def isoflop_figure(a2, convention, out_dir):
         ax.plot(grid, m.parabola(grid), color=c, lw=1.5, zorder=2)
         ci = m.N_opt_ci
         if ci and m.used:
-            ax.errorbar(m.N_opt, m.loss_opt, xerr=[[m.N_opt - ci[0]], [ci[1] - m.N_opt]], color="k", lw=0.8, capsize=2, zorder=4)
+            # a percentile interval need not contain the estimate (skewed resamples): clip at 0
+            xerr = [[max(0.0, m.N_opt - ci[0])], [max(0.0, ci[1] - m.N_opt)]]
+            ax.errorbar(m.N_opt, m.loss_opt, xerr=xerr, color="k", lw=0.8, capsize=2, zorder=4)
         marker = dict(marker="*", s=150, color=c, edgecolor="k", lw=0.8) if m.used else dict(marker="X", s=70, color="0.6", edgecolor="k", lw=0.6)
         ax.scatter([m.N_opt], [m.loss_opt], zorder=5, **marker)
     _log(ax, "x")
     ax.set_ylim(lo - 0.05 * (hi - lo), hi)
+    Nall = np.concatenate([m.N for m in a2.budgets])
+    ax.set_xlim(Nall.min() / 1.6, Nall.max() * 1.6)  # a vertex far outside the sizes must not squash the view
     ax.set_xlabel("model size N [parameters]")
     ax.set_ylabel("loss [nats/token]")
-    ax.set_title("IsoFLOP profiles (Approach 2)", loc="left")
-    ax.set_title(f"fit window: {a2.window.describe()}", loc="right", fontsize=8, color="0.35")
+    ax.set_title("IsoFLOP profiles (Approach 2): loss against model size at fixed compute")
+    ax.text(0.01, 0.015, f"fit window: {a2.window.describe()}", transform=ax.transAxes, fontsize=8, color="0.3")
     sm = plt.cm.ScalarMappable(norm=norm, cmap=matplotlib.colors.ListedColormap(CMAP(np.linspace(0, 0.9, 256))))
     _colorbar(fig, sm, ax, f"compute budget C [FLOPs, {convention}]")
     handles = [
         plt.Line2D([], [], marker="o", ls="", color="0.3", label="run (filled: inside the fit window)"),
         plt.Line2D([], [], color="0.3", lw=1.5, label="parabola in ln N"),
         plt.Line2D([], [], marker="*", ms=12, ls="", color="0.5", mec="k", label="minimum, 95% CI (used)"),
-        plt.Line2D([], [], marker="X", ms=8, ls="", color="0.6", mec="k", label="edge minimum (left out)"),
     ]
+    if any(not m.used for m in a2.budgets):
+        handles.append(plt.Line2D([], [], marker="X", ms=8, ls="", color="0.6", mec="k", label="edge minimum (left out)"))
     ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
     return _save(fig, out_dir, "isoflop")
 
@@ -118,14 +124,15 @@ def _law_lines(ax, law, C_lo, C_hi, colour, label, ls="-", band=True):
 def scaling_figure(a2, a1, a3, convention, out_dir):
     from .approach3 import optimal_allocation
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.11, top=0.93, wspace=0.2)
     used, left = a2.used, [m for m in a2.budgets if not m.used and m.has_minimum]
     C_lo, C_hi = min(m.C for m in used), max(m.C for m in used)
     for ax, what, law, name in ((axes[0], "N", a2.N_law, "a"), (axes[1], "D", a2.D_law, "b")):
         _law_lines(ax, law, C_lo, C_hi, "C0", f"Approach 2: {what}_opt ∝ C^{name}, {name} = {law.exponent:.3f}, 95% CI {_fmt_ci(law.exponent_ci)}")
         y = np.array([getattr(m, f"{what}_opt") for m in used])
         cis = [getattr(m, f"{what}_opt_ci") for m in used]
-        err = np.array([[v - c[0], c[1] - v] if c else [0, 0] for v, c in zip(y, cis)]).T
+        err = np.clip(np.array([[v - c[0], c[1] - v] if c else [0, 0] for v, c in zip(y, cis)]).T, 0, None)
         ax.errorbar([m.C for m in used], y, yerr=err, fmt="o", color="C0", mec="k", ms=6, capsize=2, zorder=4, label="IsoFLOP minima (95% CI)")
         if left:
             ax.scatter([m.C for m in left], [getattr(m, f"{what}_opt") for m in left], marker="X", s=50, color="0.6", edgecolor="k", zorder=4, label="edge minima (left out)")
@@ -148,7 +155,8 @@ def scaling_figure(a2, a1, a3, convention, out_dir):
 
 
 def approach1_figure(a1, a2, convention, out_dir):
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    fig.subplots_adjust(left=0.06, right=0.985, bottom=0.11, top=0.93, wspace=0.25)
     ax = axes[0]
     Ns = np.array([r[0] for r in a1.runs])
     norm = LogNorm(Ns.min(), Ns.max() * 1.0001)
@@ -156,6 +164,7 @@ def approach1_figure(a1, a2, convention, out_dir):
         ax.plot(f, loss, color=_colour(norm, N), lw=0.8, alpha=0.8)
     ax.plot(a1.C, a1.loss, color="k", lw=2.2, label="lower envelope")
     _log(ax, "x")
+    ax.set_xlim(a1.C.min() / 3, a1.C.max() * 1.3)
     hi = np.nanpercentile(np.concatenate([r[2] for r in a1.runs]), 75)
     ax.set_ylim(np.nanmin(a1.loss) - 0.1, max(hi, np.nanmax(a1.loss) + 0.1))
     ax.set_xlabel(f"compute C [FLOPs, {convention}]")
@@ -166,7 +175,8 @@ def approach1_figure(a1, a2, convention, out_dir):
     ax.legend(loc="upper right", fontsize=8)
     ax = axes[1]
     ax.scatter(a1.C[a1.used], a1.N_opt[a1.used], s=14, color="C1", label="envelope winner N at C")
-    ax.scatter(a1.C[~a1.used], a1.N_opt[~a1.used], s=14, facecolor="none", edgecolor="0.5", label="edge (left out)")
+    if (~a1.used).any():
+        ax.scatter(a1.C[~a1.used], a1.N_opt[~a1.used], s=14, facecolor="none", edgecolor="0.5", label="edge (left out)")
     _law_lines(ax, a1.N_law, a1.C[a1.used].min(), a1.C[a1.used].max(), "C1", f"Approach 1: a = {a1.N_law.exponent:.3f} {_fmt_ci(a1.N_law.exponent_ci)}")
     if a2 is not None:
         used = a2.used

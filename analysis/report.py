@@ -60,7 +60,7 @@ def fit_dict(res, figures: list[str]) -> dict:
         budgets=[
             {
                 "budget": m.budget,
-                "C": m.C,
+                "C": _f(m.C),
                 "N_opt": _f(m.N_opt),
                 "N_opt_ci": _ci(m.N_opt_ci),
                 "D_opt": _f(m.D_opt),
@@ -97,7 +97,7 @@ def fit_dict(res, figures: list[str]) -> dict:
         kN, kD = optimal_allocation([a3.E, a3.A, a3.B, a3.alpha, a3.beta], 1.0)
         out["approach3"] = {
             "E": a3.E, "A": a3.A, "B": a3.B, "alpha": a3.alpha, "beta": a3.beta,
-            "a": a3.a, "b": a3.b, "k_N": float(kN), "k_D": float(kD),
+            "a": _f(a3.a), "b": _f(a3.b), "k_N": _f(kN), "k_D": _f(kD),
             "a_ci": _ci(percentile_ci(ab)), "b_ci": _ci(percentile_ci(1 - ab)),
             "alpha_ci": _ci(percentile_ci(b[:, 3])) if len(b) else None,
             "beta_ci": _ci(percentile_ci(b[:, 4])) if len(b) else None,
@@ -124,6 +124,10 @@ def _write_minima_csv(res, path):
             w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in vals])
 
 
+def _num(v, fmt="{:.3f}"):
+    return "n/a" if v is None else fmt.format(v)
+
+
 def _ci_text(ci, fmt="{:.3f}"):
     return f"[{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "n/a"
 
@@ -141,13 +145,14 @@ def report_markdown(d: dict, figure_names: list[str]) -> str:
     if d["approach3"]:
         rows.append(("3: parametric L(N, D)", d["approach3"]))
     for name, r in rows:
-        L.append(f"| {name} | {r['a']:.3f} | {_ci_text(r['a_ci'])} | {r['b']:.3f} | {_ci_text(r['b_ci'])} | {r['k_N']:.3g} | {r['k_D']:.3g} |")
+        L.append(f"| {name} | {_num(r['a'])} | {_ci_text(r['a_ci'])} | {_num(r['b'])} | {_ci_text(r['b_ci'])} | "
+                 f"{_num(r['k_N'], '{:.3g}')} | {_num(r['k_D'], '{:.3g}')} |")
     L += ["", f"a + b = {d['a_plus_b']:.3f} (Approach 2)."]
     if not d["approach1"]:
         L.append("Approach 1 needs training curves (metrics.jsonl in run directories); none were given.")
     if d["approach3"]:
         r = d["approach3"]
-        L.append(f"Approach 3: L(N, D) = {r['E']:.3f} + {r['A']:.4g}/N^{r['alpha']:.3f} + {r['B']:.4g}/D^{r['beta']:.3f} "
+        L.append(f"Approach 3: L(N, D) = {r['E']:.4g} + {r['A']:.4g}/N^{r['alpha']:.3f} + {r['B']:.4g}/D^{r['beta']:.3f} "
                  f"(α 95% CI {_ci_text(r['alpha_ci'])}, β {_ci_text(r['beta_ci'])}; Huber on log loss, L-BFGS, {r['n_bootstrap']} resamples).")
     L += ["", "## Figures", ""]
     captions = {"isoflop": "IsoFLOP profiles: loss against model size per budget, fitted parabolas and minima",
@@ -159,11 +164,9 @@ def report_markdown(d: dict, figure_names: list[str]) -> str:
           "| budget C | C at optimum | N_opt | N_opt 95% CI | D_opt | loss_opt | curvature d²L/d(ln N)² | points (window) | edge | used |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for m in d["budgets"]:
-        n = "n/a" if m["N_opt"] is None else f"{m['N_opt']:.3g}"
-        D = "n/a" if m["D_opt"] is None else f"{m['D_opt']:.3g}"
-        lo = "n/a" if m["loss_opt"] is None else f"{m['loss_opt']:.4f}"
-        cv = "n/a" if m["curvature"] is None else f"{m['curvature']:.4f}"
-        L.append(f"| {m['budget']:.3g} | {m['C']:.3g} | {n} | {_ci_text(m['N_opt_ci'], '{:.3g}')} | {D} | {lo} | {cv} | "
+        n, D = _num(m["N_opt"], "{:.3g}"), _num(m["D_opt"], "{:.3g}")
+        lo, cv = _num(m["loss_opt"], "{:.4f}"), _num(m["curvature"], "{:.4f}")
+        L.append(f"| {m['budget']:.3g} | {_num(m['C'], '{:.3g}')} | {n} | {_ci_text(m['N_opt_ci'], '{:.3g}')} | {D} | {lo} | {cv} | "
                  f"{m['n_points']} ({m['n_window']}) | {'yes' if m['edge'] else 'no'} | {'yes' if m['used'] else 'no'} |")
     L += ["", "## Warnings", ""]
     L += [f"- {w}" for w in d["warnings"]] or ["None."]
@@ -192,7 +195,7 @@ def write_outputs(res, out_dir: str) -> dict:
     fit_path = os.path.join(out_dir, "fit.json")
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".fit.", suffix=".json")
     with os.fdopen(fd, "w") as f:
-        json.dump(d, f, indent=1)
+        json.dump(d, f, indent=1, allow_nan=False)
     os.replace(tmp, fit_path)
     return {"fit": fit_path, "minima": minima, "report": report, "figures": figs, "dict": d}
 
@@ -207,7 +210,7 @@ def summary(paths: dict) -> str:
     for name, key in (("Approach 1", "approach1"), ("Approach 3", "approach3")):
         if d[key]:
             r = d[key]
-            lines.append(f"{name}: a = {r['a']:.3f} {_ci_text(r['a_ci'])}, b = {r['b']:.3f} {_ci_text(r['b_ci'])}")
+            lines.append(f"{name}: a = {_num(r['a'])} {_ci_text(r['a_ci'])}, b = {_num(r['b'])} {_ci_text(r['b_ci'])}")
     lines.append(f"wrote {paths['fit']}, {paths['minima']}, {paths['report']}")
     lines.append(f"Approach 2: a = {d['a']:.3f} {_ci_text(d['a_ci'])}, b = {d['b']:.3f} {_ci_text(d['b_ci'])} (95% CI; N_opt ∝ C^a, D_opt ∝ C^b)")
     lines.append("figures: " + " ".join(p for p in paths["figures"] if p.endswith(".png")))

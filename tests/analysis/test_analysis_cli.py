@@ -201,3 +201,19 @@ def test_reference_data_copied_into_tests():
 def test_bad_window_spec(tmp_path, window):
     path = write_csv(_grid(), str(tmp_path / "r.csv"), COLS)
     _fails(run_cli("fit", path, "--out", tmp_path / "o", "--window", window), tmp_path / "o", "--window")
+
+
+def test_real_sweeper_output_all_edge_then_include_edge(tmp_path):
+    """Our sweeper's own results.csv: both minima at the small end, so the fit refuses; forced with
+    --include-edge it still writes strict JSON and figures (degenerate fits are warned about)."""
+    path = DATA / "demo_tiny_results.csv"
+    _fails(run_cli("fit", path, "--out", tmp_path / "o"), tmp_path / "o", "every budget is flagged", "1e+11 (")
+    res = run_cli("fit", path, "--out", tmp_path / "f", "--include-edge", "--bootstrap", "200")
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "f" / "fit.json").read_text()
+    fit = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert fit["n_points"] == 10 and all(m["edge"] for m in fit["budgets"])
+    assert fit["approach3"]["alpha"] >= 0 and fit["approach3"]["beta"] >= 0
+    assert (tmp_path / "f" / "isoflop.png").stat().st_size > 0
+    plan = run_cli("plan", "--fit", tmp_path / "f", "--flops", "1e13")
+    assert plan.returncode == 0 and "warning(s)" in plan.stdout
