@@ -61,6 +61,8 @@ def _fit(args) -> int:
     finally:  # shown even when a later step fails: a drop is loud either way
         for w in warnings:
             print("warning: " + w, file=sys.stderr)
+    for n in res.notes:
+        print("note: " + n, file=sys.stderr)
     print(summary(write_outputs(res, args.out)))
     return 0
 

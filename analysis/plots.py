@@ -72,10 +72,11 @@ def isoflop_figure(a2, convention, out_dir):
     lo = min(m.loss.min() for m in a2.budgets)
     hi_win = max(m.loss[m.in_window].max() for m in a2.budgets)
     hi = min(max(m.loss.max() for m in a2.budgets), hi_win + 0.6 * (hi_win - lo))
+    size = float(np.clip(4000 / sum(len(m.N) for m in a2.budgets), 6, 22))  # smaller dots when dense
     for m in a2.budgets:
         c = _colour(norm, m.budget)
-        ax.scatter(m.N[m.in_window], m.loss[m.in_window], color=c, s=22, zorder=3)
-        ax.scatter(m.N[~m.in_window], m.loss[~m.in_window], facecolor="none", edgecolor=c, s=22, zorder=3)
+        ax.scatter(m.N[m.in_window], m.loss[m.in_window], color=c, s=size, zorder=3)
+        ax.scatter(m.N[~m.in_window], m.loss[~m.in_window], facecolor="none", edgecolor=c, s=size, lw=0.8, zorder=3)
         if not m.has_minimum:
             continue
         wN = m.N[m.in_window]
