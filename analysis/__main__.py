@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 # Set before numpy loads. The fits here are small, and OpenBLAS threads only contend with each
-# other: on a busy 2-core machine scipy's L-BFGS-B ran 10-60x slower with them.
+# other: on a busy 2-core machine scipy's L-BFGS-B ran 10-60x slower with them (blas.py does the
+# same at run time for callers that loaded numpy first).
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 

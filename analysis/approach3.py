@@ -110,7 +110,7 @@ def _grid_scores(logN, logD, logL):
     return out
 
 
-def _lbfgs(theta0, logN, logD, logL, w):
+def _lbfgs(theta0, logN, logD, logL, w, maxiter=2000):
     from scipy.optimize import minimize  # here, so that the planner does not pay for importing it
 
     # tolerances are tight because the Huber objective is tiny (residuals ~1e-2 in log loss);
@@ -122,13 +122,22 @@ def _lbfgs(theta0, logN, logD, logL, w):
         jac=True,
         method="L-BFGS-B",
         bounds=BOUNDS,
-        options={"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-12},
+        options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-12},
     )
     return res.x, res.fun
 
 
 def fit_approach3(N, D, L, n_boot: int = 0, rng: np.random.Generator | None = None) -> Approach3Fit:
     """Fit L(N, D) to points (N params, D tokens, L loss); bootstrap `n_boot` resamples."""
+    import scipy.optimize  # noqa: F401  (load its OpenBLAS before limiting the threads of every loaded one)
+
+    from .blas import one_blas_thread
+
+    with one_blas_thread():
+        return _fit_approach3(N, D, L, n_boot, rng)
+
+
+def _fit_approach3(N, D, L, n_boot, rng) -> Approach3Fit:
     logN, logD, logL = np.log(N), np.log(D), np.log(L)
     w = np.ones_like(logL)
     scores = _grid_scores(logN, logD, logL)
@@ -157,7 +166,8 @@ def fit_approach3(N, D, L, n_boot: int = 0, rng: np.random.Generator | None = No
         boot = []
         for _ in range(n_boot):
             wb = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
-            theta = uncentre(_lbfgs(best_theta, cN, cD, logL, wb)[0])
+            # from the optimum a resample converges in ~25 iterations; 300 bounds degenerate fits
+            theta = uncentre(_lbfgs(best_theta, cN, cD, logL, wb, maxiter=300)[0])
             boot.append([np.exp(theta[0]), np.exp(theta[1]), np.exp(theta[2]), theta[3], theta[4]])
         boot = np.array(boot)
         fit.boot = boot[np.all(np.isfinite(boot), axis=1) & (boot[:, 3] > 0) & (boot[:, 4] > 0)]

@@ -12,6 +12,7 @@ import numpy as np
 from .approach1 import Approach1, fit_approach1
 from .approach2 import Approach2, fit_approach2
 from .approach3 import Approach3Fit, fit_approach3
+from .blas import one_blas_thread
 from .budgets import assign_budgets
 from .conventions import check_convention
 from .load import load
@@ -53,6 +54,13 @@ class FitResult:
 def run_fit(paths, opts: FitOptions | None = None, warnings: list | None = None) -> FitResult:
     """`warnings` (optional) collects warnings as they arise, so a caller can show them even when
     a later step fails."""
+    import scipy.optimize  # noqa: F401  (Approach 3 needs it; loaded first so its OpenBLAS is limited too)
+
+    with one_blas_thread():
+        return _run_fit(paths, opts, warnings)
+
+
+def _run_fit(paths, opts, warnings) -> FitResult:
     opts = opts or FitOptions()
     warnings = [] if warnings is None else warnings
     check_convention(opts.convention)

@@ -208,7 +208,7 @@ def test_real_sweeper_output_all_edge_then_include_edge(tmp_path):
     --include-edge it still writes strict JSON and figures (degenerate fits are warned about)."""
     path = DATA / "demo_tiny_results.csv"
     _fails(run_cli("fit", path, "--out", tmp_path / "o"), tmp_path / "o", "every budget is flagged", "1e+11 (")
-    res = run_cli("fit", path, "--out", tmp_path / "f", "--include-edge", "--bootstrap", "200")
+    res = run_cli("fit", path, "--out", tmp_path / "f", "--include-edge", "--bootstrap", "50")
     assert res.returncode == 0, res.stderr
     text = (tmp_path / "f" / "fit.json").read_text()
     fit = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))

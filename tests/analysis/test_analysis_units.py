@@ -188,3 +188,20 @@ def test_train_command_catalog_and_fallback(monkeypatch):
     broken = types.ModuleType("train.shapes")  # a module without the interface: fall back, don't crash
     monkeypatch.setitem(sys.modules, "train.shapes", broken)
     assert "model.params=130000000" in train_command(1.3e8, 2e19, "6N")
+
+
+def test_one_blas_thread_sets_and_restores():
+    import scipy.optimize  # noqa: F401  (loads scipy's own OpenBLAS too)
+
+    from analysis.blas import _openblas_controls, one_blas_thread
+
+    controls = _openblas_controls()
+    if not controls:
+        pytest.skip("no OpenBLAS with a thread setter is loaded here")
+    get, set_ = controls[0]
+    before = get()
+    set_(2)
+    with one_blas_thread():
+        assert all(g() == 1 for g, _ in controls)
+    assert get() == 2
+    set_(before)
