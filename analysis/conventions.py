@@ -20,9 +20,10 @@ RATIO_BOUNDS = {
     "chinchilla_exact": (0.7, 10.0),
 }
 
-# A nominal budget (from a `budget` column) must be within this factor of the row's FLOPs.
-# Runs round to whole steps (a few %), and refitting under another convention moves FLOPs off
-# the nominal value; a factor of 2 allows both and still catches a budget at 1/3 of the FLOPs.
+# A nominal budget must be within this factor of the row's FLOPs (for run directories: of its
+# FLOPs under the run's own convention, since another convention moves a tiny model's FLOPs far
+# from the budget). Runs round to whole steps (a few %); a factor of 2 allows that and a CSV
+# refitted under a nearby convention, and still catches a budget at 1/3 of the FLOPs (Marin).
 BUDGET_RATIO_BOUNDS = (0.5, 2.0)
 
 

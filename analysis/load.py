@@ -125,6 +125,9 @@ def _read_result(run_dir: str, convention: str, loss: str) -> dict:
         raise AnalysisError(f"{fn}: cannot read ({e})") from None
     params = r.get("params") if isinstance(r.get("params"), dict) else {}
     flops = r.get("flops") if isinstance(r.get("flops"), dict) else {}
+    # the budget was set under the run's own convention; refitting under another moves its FLOPs
+    # away from the budget (embeddings are most of a tiny model), so the check uses the run's own
+    budget_ref = _number(flops.get(r.get("convention"))) if isinstance(r.get("convention"), str) else math.nan
     val, train = _number(r.get("final_val_loss")), _number(r.get("final_train_loss"))
     value = val if (loss == "val" and math.isfinite(val)) else train
     return {
@@ -133,6 +136,7 @@ def _read_result(run_dir: str, convention: str, loss: str) -> dict:
         "tokens": _number(r.get("tokens")),
         "loss": value,
         "budget": _number(r.get("budget_flops")),
+        "budget_ref": budget_ref,
         "status": str(r.get("status", "")),
         "run_id": str(r.get("run_id", "") or ""),
     }

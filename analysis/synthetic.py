@@ -65,11 +65,12 @@ def write_csv(cols: dict, path: str, columns=None) -> str:
     return path
 
 
-def write_sweep(root: str, cols: dict, statuses=None, n_log: int = 40, seed: int = 0, law=CHINCHILLA) -> list[str]:
+def write_sweep(root: str, cols: dict, statuses=None, n_log: int = 40, seed: int = 0, law=CHINCHILLA,
+                nonembed_frac: float = 0.8) -> list[str]:
     """Run directories as the trainer writes them (result.json + metrics.jsonl), one per row.
 
     The curve mid-run sits above the law by a schedule penalty that vanishes at the last token,
-    like a cosine schedule that has not decayed yet. Non-embedding params are taken as 0.8·N."""
+    like a cosine schedule that has not decayed yet. Non-embedding params are nonembed_frac·N."""
     rng = np.random.default_rng(seed)
     dirs = []
     for i, (C, N, D, L, budget) in enumerate(zip(cols["flops"], cols["params"], cols["tokens"], cols["loss"], cols["budget"])):
@@ -77,12 +78,13 @@ def write_sweep(root: str, cols: dict, statuses=None, n_log: int = 40, seed: int
         run_id = f"syn{i:04d}"
         d = os.path.join(root, f"C{budget:.0e}", run_id)
         os.makedirs(d, exist_ok=True)
-        ne = 0.8 * N
+        ne = nonembed_frac * N
         result = {
             "status": status,
             "run_id": run_id,
             "seed": 0,
             "budget_flops": float(budget),
+            "convention": "6N",
             "params": {"total": float(N), "non_embedding": float(ne)},
             "tokens": float(D),
             "flops": {"6N": 6 * N * D, "6N_nonembed": 6 * ne * D, "6N+attn": 6.3 * N * D, "chinchilla_exact": 6.1 * N * D},

@@ -26,6 +26,7 @@ class Points:
     tokens: np.ndarray
     loss: np.ndarray
     budget: np.ndarray  # nominal budget; NaN where unknown
+    budget_ref: np.ndarray  # FLOPs under the convention the budget was set in; NaN: same as flops
     status: np.ndarray  # str; "" where unknown (taken as completed)
     run_id: np.ndarray  # str; "" where unknown
     where: np.ndarray  # str: "file.csv:line" or the run directory, for messages
@@ -49,7 +50,7 @@ class Points:
     @staticmethod
     def from_columns(cols: dict, where: list[str], curves: dict | None = None) -> "Points":
         n = len(where)
-        num = {k: np.array(cols.get(k, [np.nan] * n), dtype=float) for k in (*REQUIRED, "budget")}
+        num = {k: np.array(cols.get(k, [np.nan] * n), dtype=float) for k in (*REQUIRED, "budget", "budget_ref")}
         txt = {k: np.array(cols.get(k, [""] * n), dtype=object) for k in ("status", "run_id")}
         return Points(**num, **txt, where=np.asarray(where, dtype=object), curves=curves or {})
 

@@ -39,7 +39,8 @@ def row_problems(pts: Points, convention: str) -> dict[int, list[str]]:
     lo, hi = RATIO_BOUNDS[convention]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         ratio = pts.flops / (6.0 * pts.params * pts.tokens)
-        bratio = pts.flops / pts.budget
+        bflops = np.where(np.isfinite(pts.budget_ref), pts.budget_ref, pts.flops)
+        bratio = bflops / pts.budget
     positive = (pts.flops > 0) & (pts.params > 0) & (pts.tokens > 0)  # else already reported
     for i in np.flatnonzero(np.isfinite(ratio) & positive & ((ratio < lo) | (ratio > hi))):
         problems.setdefault(int(i), []).append(
@@ -48,8 +49,9 @@ def row_problems(pts: Points, convention: str) -> dict[int, list[str]]:
         )
     blo, bhi = BUDGET_RATIO_BOUNDS
     for i in np.flatnonzero(np.isfinite(bratio) & (pts.budget > 0) & (pts.flops > 0) & ((bratio < blo) | (bratio > bhi))):
+        what = "flops" if not np.isfinite(pts.budget_ref[i]) else "flops under the run's own convention"
         problems.setdefault(int(i), []).append(
-            f"flops={pts.flops[i]:.4g} is {bratio[i]:.3g}x its budget={pts.budget[i]:.4g} (allowed {blo:g}-{bhi:g})"
+            f"{what}={bflops[i]:.4g} is {bratio[i]:.3g}x its budget={pts.budget[i]:.4g} (allowed {blo:g}-{bhi:g})"
         )
     for i in np.flatnonzero(np.isfinite(pts.budget) & (pts.budget <= 0)):
         problems.setdefault(int(i), []).append(f"budget={pts.budget[i]:.6g} is not positive")

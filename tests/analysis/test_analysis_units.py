@@ -205,3 +205,17 @@ def test_one_blas_thread_sets_and_restores():
         assert all(g() == 1 for g, _ in controls)
     assert get() == 2
     set_(before)
+
+
+def test_refit_checks_budget_against_the_runs_own_convention(tmp_path):
+    # tiny models: embeddings are 70% of N, so 6N_nonembed FLOPs sit at 0.3x the 6N budget
+    cols = isoflop_grid(budgets=(1e18, 1e19, 1e20), n_sizes=5, noise=0)
+    write_sweep(str(tmp_path / "ok"), cols, nonembed_frac=0.3)
+    pts, _ = load([str(tmp_path / "ok")], "6N_nonembed")
+    assert np.allclose(pts.flops / pts.budget, 0.3, rtol=1e-6)
+    assert validate(pts, "6N_nonembed", False)[1] == []
+    # a budget at a third of the run's own FLOPs is still caught
+    write_sweep(str(tmp_path / "bad"), cols | {"budget": cols["budget"] / 3})
+    pts, _ = load([str(tmp_path / "bad")], "6N_nonembed")
+    with pytest.raises(AnalysisError, match="flops under the run's own convention=.* is 3x its budget"):
+        validate(pts, "6N_nonembed", False)
