@@ -42,6 +42,7 @@ class IsoflopSweeper(Sweeper):
         super().__init__()
         self.config: DictConfig | None = None
         self.launcher = None
+        self.failed_jobs = 0  # jobs that the launcher reports as failed (raised, or exited non-zero)
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -72,7 +73,11 @@ class IsoflopSweeper(Sweeper):
             return []
 
         # the grid
-        pending = [p for p in points if states[p.plan.run_id] not in FINISHED]
+        # "running": another process (a second sweep on this directory) holds the run's lock
+        pending = [p for p in points if states[p.plan.run_id] not in FINISHED + ("running",)]
+        busy = sum(states[p.plan.run_id] == "running" for p in points)
+        if busy and not cfg.dry_run:
+            say(f"warning: {busy} runs are being trained by another process; skipping them here")
         launched = 0
         if not cfg.dry_run:
             sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +87,7 @@ class IsoflopSweeper(Sweeper):
                 say(f"launching {len(pending)} runs ({len(points) - len(pending)} finished and skipped, "
                     f"{sum(states[p.plan.run_id] == 'partial' for p in pending)} to resume)")
                 launched = self._launch(pending, arguments, sweep_dir, first_job=0)
-            else:
+            elif not busy:
                 say(f"nothing to train: all {len(points)} runs have finished; results in {sweep_dir / 'results.csv'}")
 
         # refinement beyond edge minima, from the results so far
@@ -102,8 +107,12 @@ class IsoflopSweeper(Sweeper):
             elif extras:
                 say(f"refine: nothing to train: all {len(extras)} added runs have finished")
         summary = self._summarise(points, states, sweep_dir)
-        if summary["failed"]:
-            print(f"error: sweep: {summary['failed']} runs failed (their run directories say why); "
+        # A run failed when its launcher job failed or its result.json says so. (Every real
+        # training job that exits cleanly leaves a result; a stand-in command may not, and the
+        # summary then counts its point as failed without failing the sweep.)
+        recorded = sum(run_state(sweep_dir / "runs" / p.label) == "failed" for p in points)
+        if self.failed_jobs or recorded:
+            print(f"error: sweep: {max(self.failed_jobs, recorded)} runs failed (their run directories say why); "
                   "run the same command again to retry them", file=sys.stderr)
             sys.exit(3)
         return [json.dumps(summary)]
@@ -125,6 +134,7 @@ class IsoflopSweeper(Sweeper):
         returns = self.launcher.launch(job_overrides, initial_job_idx=first_job)
         for job in returns or []:
             if getattr(job, "status", None) == JobStatus.FAILED:
+                self.failed_jobs += 1
                 where = next((o for o in reversed(job.overrides) if o.startswith("out_dir=")), job.overrides)
                 say(f"warning: run {where} failed: {job._return_value!r}")
         return first_job + len(job_overrides)
@@ -181,9 +191,11 @@ class IsoflopSweeper(Sweeper):
             elif after[run_id] == "completed":
                 counts["resumed" if before[run_id] == "partial" else "completed"] += 1
             else:
-                counts[after[run_id] if after[run_id] in ("diverged", "failed") else "failed"] += 1
+                counts[after[run_id] if after[run_id] in ("diverged", "failed", "running") else "failed"] += 1
         csv_path = write_results_csv(sweep_dir)
         summary = {k: counts.get(k, 0) for k in ("completed", "skipped", "resumed", "failed", "diverged")}
+        if counts.get("running"):  # trained by another process right now (a second sweep on this directory)
+            summary["running"] = counts["running"]
         summary["points"] = len(points)
         atomic_write_json(sweep_dir / "summary.json", summary)
         say("summary: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "points")
