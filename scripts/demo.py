@@ -3,10 +3,13 @@
     make demo            (sets up, then runs this)
     python scripts/demo.py [extra sweep overrides]
 
-Re-running skips finished runs, so an interrupted demo picks up where it stopped.
+Steps: the plan table; the sweep (3 budgets x 5 sizes); one refinement pass, which trains extra
+sizes only where a budget's minimum landed at the edge of its grid; the fit. Re-running skips
+finished runs, so an interrupted demo picks up where it stopped.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -14,6 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP_DIR = REPO / "sweeps_out" / "demo"
+FIT_DIR = SWEEP_DIR / "fit"
 
 
 def step(title: str, command: list[str]) -> None:
@@ -23,13 +27,24 @@ def step(title: str, command: list[str]) -> None:
         sys.exit(f"demo: `{' '.join(command)}` failed with exit code {code}")
 
 
+def interval(ci) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "[n/a]"
+
+
 def main() -> None:
     started = time.time()
     python = sys.executable
-    step("plan", [python, "-m", "sweeps", "sweep=demo", "dry_run=true", *sys.argv[1:]])
-    step("sweep", [python, "-m", "sweeps", "sweep=demo", *sys.argv[1:]])
-    step("fit", [python, "-m", "analysis", "fit", str(SWEEP_DIR), "--out", str(SWEEP_DIR / "fit")])
-    print(f"\ndemo finished in {time.time() - started:.0f}s; report: {SWEEP_DIR / 'fit' / 'report.md'}")
+    overrides = sys.argv[1:]
+    step("plan", [python, "-m", "sweeps", "sweep=demo", "dry_run=true", *overrides])
+    step("sweep", [python, "-m", "sweeps", "sweep=demo", *overrides])
+    step("refine edge minima", [python, "-m", "sweeps", "refine", str(SWEEP_DIR)])
+    step("fit", [python, "-m", "analysis", "fit", str(SWEEP_DIR), "--out", str(FIT_DIR)])
+    fit = json.loads((FIT_DIR / "fit.json").read_text())
+    figures = sorted(str(p.relative_to(REPO)) for p in FIT_DIR.glob("*.png"))
+    print(f"\ndemo finished in {time.time() - started:.0f}s; report {FIT_DIR.relative_to(REPO) / 'report.md'}; "
+          f"figures {', '.join(figures)}")
+    print(f"Approach 2 ({fit['convention']}): N_opt ∝ C^a with a = {fit['a']:.3f} {interval(fit.get('a_ci'))}, "
+          f"D_opt ∝ C^b with b = {fit['b']:.3f} {interval(fit.get('b_ci'))} (95% bootstrap)")
 
 
 if __name__ == "__main__":
