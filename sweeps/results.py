@@ -13,17 +13,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from train.checkpoint import list_checkpoints
-from train.rundir import atomic_write_bytes, read_result
+from train.rundir import atomic_write_bytes, read_result, run_is_locked
 
 RESULT_COLUMNS = ["flops", "params", "tokens", "loss", "budget", "run_id", "status", "convention",
                   "non_embedding_params", "train_loss", "wall_s", "run_dir"]
 
 
 def run_state(run_dir: Path) -> str:
-    """completed | diverged | failed | partial (checkpoint, no result) | new."""
+    """completed | diverged | failed | running (another live process holds its lock) |
+    partial (checkpoint, no result) | new."""
     result = read_result(run_dir)
     if result is not None:
         return result["status"]
+    if run_is_locked(run_dir):
+        return "running"
     return "partial" if list_checkpoints(run_dir) else "new"
 
 
@@ -89,6 +92,8 @@ def read_results_csv(path: Path) -> list[dict]:
 def write_results_csv(sweep_dir: Path) -> Path:
     path = Path(sweep_dir) / "results.csv"
     with locked(path):
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # every writer holds the lock: a crash's
+            stale.unlink(missing_ok=True)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS)
         writer.writeheader()

@@ -9,7 +9,6 @@ import hydra
 from omegaconf import DictConfig
 
 from train.config import register_configs
-from train.errors import USER_ERRORS
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 register_configs()
@@ -33,20 +32,22 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
             return run_training(cfg)
         finally:
             write_results_csv(Path(cfg.sweep.out_dir))
-    try:
-        if cfg.dry_run:
-            print(json.dumps(make_plan(cfg).to_dict()))
-            return None
-        from train.run import run_training
-        result = run_training(cfg)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    finally:
-        if cfg.sweep.name and cfg.sweep.out_dir and not cfg.dry_run:
-            # a sweep job launched as its own process (GPU pool): keep the sweep's table current
-            from sweeps.results import write_results_csv
-            write_results_csv(Path(cfg.sweep.out_dir))
+    from train.run import cli_errors
+    with cli_errors():  # one `error: ...` line and a distinct exit code (train/run.py)
+        try:
+            if cfg.dry_run:
+                print(json.dumps(make_plan(cfg).to_dict()))
+                return None
+            from train.run import run_training
+            result = run_training(cfg)
+        finally:
+            if cfg.sweep.name and cfg.sweep.out_dir and not cfg.dry_run:
+                # a sweep job launched as its own process (GPU pool): keep the sweep's table current
+                from sweeps.results import write_results_csv
+                try:
+                    write_results_csv(Path(cfg.sweep.out_dir))
+                except OSError as error:  # e.g. a full disk: the run's own error says more
+                    print(f"warning: {cfg.sweep.out_dir}/results.csv not updated: {error}", file=sys.stderr)
     if result is not None and result["status"] != "completed":
         sys.exit(3)
     return result

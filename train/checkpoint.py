@@ -1,18 +1,18 @@
 """Checkpoints: model, optimizer, step, data position and RNG, written atomically; the last two kept.
 
-Loaded with torch.load(weights_only=True): nothing is unpickled from disk. A checkpoint that does
-not load (truncated, garbage) is skipped with a warning in favour of the previous one.
+Loaded with torch.load(weights_only=True): only tensors and plain containers are rebuilt, no
+object is unpickled from disk, so a crafted checkpoint cannot run code. A checkpoint that does
+not load (truncated, garbage, a pickle payload) is skipped with a warning in favour of the
+previous one.
 """
 from __future__ import annotations
 
 import io
 import re
-import warnings
 from pathlib import Path
 
-import torch
-
-from train.rundir import atomic_write_bytes
+from train import faults
+from train.rundir import atomic_write_bytes, warn
 
 KEEP_LAST = 2
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
@@ -36,10 +36,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(run_dir: Path, step: int, state: dict) -> Path:
+    import torch  # here, not at the top: sweeps and the CLI import this module without needing torch
     buffer = io.BytesIO()
     torch.save(state, buffer)
     path = checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
     atomic_write_bytes(path, buffer.getvalue())
+    faults.hit("ckpt-prune", path=path)  # the new checkpoint in place, older ones not yet deleted
     for old in list_checkpoints(run_dir)[KEEP_LAST:]:
         old.unlink(missing_ok=True)
     return path
@@ -47,6 +49,7 @@ def save_checkpoint(run_dir: Path, step: int, state: dict) -> Path:
 
 def load_latest(run_dir: Path) -> dict | None:
     """The newest checkpoint that loads, or None when there is none. Corrupt ones are skipped."""
+    import torch
     candidates = list_checkpoints(run_dir)
     for path in candidates:
         try:
@@ -55,8 +58,9 @@ def load_latest(run_dir: Path) -> dict | None:
                 raise CheckpointError("missing model or step")
             return state
         except Exception as error:  # noqa: BLE001 - any failure to load means: fall back
-            warnings.warn(f"checkpoint {path} does not load ({type(error).__name__}: {error}); "
-                          "falling back to the previous one")
+            first_line = (str(error).splitlines() or [""])[0][:200]
+            warn(f"checkpoint {path} does not load ({type(error).__name__}: {first_line}); "
+                 "falling back to the previous one")
     if candidates:
         raise CheckpointError(f"{checkpoint_dir(run_dir)}: no checkpoint loads; delete the folder to start over")
     return None

@@ -93,6 +93,12 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0   # also checkpoint when this many minutes have passed
     sweep: SweepConfig = field(default_factory=SweepConfig)  # the `sweep` group (python -m sweeps)
     peak_tflops: Optional[float] = None  # accelerator peak for MFU; None = from the device table
+    # Divergence: besides a NaN/inf loss, a train loss above divergence_factor x the best so far,
+    # held for divergence_patience consecutive steps, ends the run as `diverged`. Healthy runs
+    # never double their best loss (it starts near ln(vocab) and falls); transient spikes of big
+    # runs are ~1.2-1.5x and recover within a few steps. 0 turns the spike check off.
+    divergence_factor: float = 2.0
+    divergence_patience: int = 10
 
 
 def register_configs() -> None:

@@ -1,17 +1,76 @@
-"""The training loop of one run: steps, evaluation, logging, checkpoints, divergence checks."""
+"""The training loop of one run: steps, evaluation, logging, checkpoints, divergence checks,
+and a clean stop with a checkpoint on preemption (SIGTERM, SIGUSR1, SIGUSR2)."""
 from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
 import torch
 
-from train import distributed
+from train import distributed, faults
 from train.checkpoint import save_checkpoint
+from train.config import ConfigError
 from train.optim import lr_at
 from train.rundir import MetricsLog
+from train.run import EXIT_PREEMPTED  # 75, sysexits' EX_TEMPFAIL: a temporary stop; run it again
+
+# Preemption. SLURM sends SIGTERM when it preempts or cancels a job (then SIGKILL after its
+# KillWait/GraceTime), and --signal=USR1/USR2@T before the time limit (submitit uses USR2). On
+# any of these the loop finishes its current step, saves a checkpoint and exits with
+# EXIT_PREEMPTED; the same command resumes from that checkpoint.
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class Preempted(SystemExit):
+    """The run stopped at a step boundary on a preemption signal, its checkpoint saved.
+
+    A SystemExit, so that Hydra's job runner and submitit's job wrapper let it through untouched
+    (they catch Exception): no `failed` result.json, no submitit result pickle, and the process
+    exits with EXIT_PREEMPTED and no traceback.
+    """
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(EXIT_PREEMPTED)
+        self.signum, self.step = signum, step
+
+
+class StopSignals:
+    """Records a preemption signal; the loop acts on it at the next step boundary.
+
+    Handlers that were installed before ours are kept and run after our checkpoint is saved
+    (`chain`): under submitit on SLURM that is its USR2 handler, which pickles the job, runs
+    `scontrol requeue` and exits, so the requeued job finds our checkpoint and resumes.
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+        self.received_at = 0.0
+        self.previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for sig in PREEMPT_SIGNALS:
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received, self.received_at = signum, time.time()
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self.previous = {}
+
+    def chain(self) -> None:
+        handler = self.previous.get(self.received)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(self.received, None)
 
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
@@ -50,6 +109,8 @@ class Trainer:
         self.wall_before = 0.0   # wall seconds spent before a resume
         self.last_val_loss = None
         self.last_train_loss = None
+        self.best_train_loss = None  # for the loss-spike check (divergence_factor)
+        self.spike_steps = 0         # consecutive steps above divergence_factor x best
 
         model_for_step = model
         if cfg.compile if cfg.compile is not None else device.type == "cuda":
@@ -67,12 +128,13 @@ class Trainer:
                 "data": self.batches.state_dict(), "rng_cpu": torch.get_rng_state(),
                 "wall_s": self.wall_before + (time.time() - self.started), "shape": self.plan.shape.to_dict(),
                 "run_id": self.plan.run_id, "last_val_loss": self.last_val_loss,
-                "last_train_loss": self.last_train_loss}
+                "last_train_loss": self.last_train_loss, "best_train_loss": self.best_train_loss,
+                "spike_steps": self.spike_steps}
 
     def load_state(self, state: dict) -> None:
         if state.get("run_id") != self.plan.run_id:
-            raise ValueError(f"out_dir: checkpoint belongs to run {state.get('run_id')}, not {self.plan.run_id}; "
-                             "use another out_dir")
+            raise ConfigError(f"out_dir: its checkpoint belongs to run {state.get('run_id')}, not "
+                              f"{self.plan.run_id} (another config); use another out_dir")
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["data"])
@@ -82,6 +144,7 @@ class Trainer:
             raise ValueError(f"checkpoint: data position {self.batches.position} does not match step {self.step}")
         self.wall_before = float(state["wall_s"])
         self.last_val_loss, self.last_train_loss = state.get("last_val_loss"), state.get("last_train_loss")
+        self.best_train_loss, self.spike_steps = state.get("best_train_loss"), int(state.get("spike_steps", 0))
         if self.world.is_main:
             self.metrics.truncate_after(self.step)
 
@@ -122,6 +185,7 @@ class Trainer:
             with sync:
                 (loss * (x.shape[0] / total_seqs)).backward()
             loss_sum += loss.detach().float() * (x.shape[0] / total_seqs)
+        faults.hit("step", step=self.step + 1)  # gradients computed, optimizer step not yet taken
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
@@ -137,22 +201,33 @@ class Trainer:
             with self._autocast():
                 total += float(self.raw_model(x, y)) * x.numel()
             count += x.numel()
+            if count == x.numel():
+                faults.hit("eval", step=self.step)
         self.raw_model.train()
         total, count = distributed.all_sum([total, count], self.world, self.device)
         return total / count
 
     # --- the loop --------------------------------------------------------------------------
     def train(self) -> dict:
-        plan, opt = self.plan, self.cfg.optim
+        plan = self.plan
         batch_tokens = plan.budget.batch_tokens
         flops_per_token = plan.flops_per_token[plan.budget.convention]
         mfu_flops_per_token = plan.flops_per_token["6N+attn"]  # MFU counts attention too
         self.started = time.time()
+        self.raw_model.train()
+        stop = StopSignals()
+        stop.install()
+        try:
+            return self._loop(stop, batch_tokens, flops_per_token, mfu_flops_per_token)
+        finally:
+            stop.restore()
+
+    def _loop(self, stop: StopSignals, batch_tokens: int, flops_per_token: float, mfu_flops_per_token: float) -> dict:
+        plan, opt = self.plan, self.cfg.optim
         train_wall = 0.0
         first_step = self.step
         last_checkpoint = time.time()
         status, reason = "completed", None
-        self.raw_model.train()
         while self.step < self.total_steps:
             # step
             lr = lr_at(self.step, self.total_steps, plan.lr, plan.warmup_steps, opt.final_lr_fraction)
@@ -170,9 +245,11 @@ class Trainer:
             if self.peak_flops:
                 row["mfu"] = batch_tokens / dt * mfu_flops_per_token / (self.peak_flops * self.world.size)
 
-            # divergence: a non-finite loss ends the run; the sweep goes on without it
-            if not math.isfinite(train_loss):
-                status, reason = "diverged", f"non-finite train loss {train_loss} at step {self.step}"
+            # divergence: a non-finite loss, or a loss spike held for several steps, ends the run;
+            # the sweep goes on without it
+            reason = self._divergence(train_loss)
+            if reason:
+                status = "diverged"
 
             # eval
             if status == "completed" and (self.step % self.eval_every == 0 or self.step == self.total_steps):
@@ -196,9 +273,14 @@ class Trainer:
             # checkpoint
             due_by_steps = self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
             due_by_time = time.time() - last_checkpoint >= self.cfg.checkpoint_minutes * 60
+            saved = False
             if (due_by_steps or due_by_time or self.step == self.total_steps) and self.world.is_main:
                 save_checkpoint(self.run_dir, self.step, self.state())
-                last_checkpoint = time.time()
+                last_checkpoint, saved = time.time(), True
+
+            # preemption: stop here, at a step boundary, with a checkpoint
+            if self.step < self.total_steps and self._stop_requested(stop):
+                self._preempt(stop, saved)
 
         wall = self.wall_before + time.time() - self.started
         if self.logger is not None:
@@ -206,6 +288,47 @@ class Trainer:
         return {"status": status, "reason": reason, "step": self.step, "tokens": self.step * batch_tokens,
                 "val_loss": self.last_val_loss, "train_loss": self.last_train_loss, "wall_s": wall,
                 "train_wall_s": train_wall}
+
+    def _divergence(self, train_loss: float) -> str | None:
+        """Why the run has diverged after this step's loss, or None."""
+        if not math.isfinite(train_loss):
+            return f"non-finite train loss {train_loss} at step {self.step}"
+        factor, patience = self.cfg.divergence_factor, self.cfg.divergence_patience
+        if self.best_train_loss is None or train_loss < self.best_train_loss:
+            self.best_train_loss = train_loss
+        if factor > 0 and train_loss > factor * self.best_train_loss:
+            self.spike_steps += 1
+            if self.spike_steps >= patience:
+                return (f"loss spike: train loss {train_loss:.4g} above {factor:g}x the best so far "
+                        f"({self.best_train_loss:.4g}) for {self.spike_steps} consecutive steps, at step {self.step}")
+        else:
+            self.spike_steps = 0
+        return None
+
+    def _stop_requested(self, stop: StopSignals) -> bool:
+        requested = stop.received is not None
+        if self.world.size > 1:  # every rank stops at the same step, or the collectives hang
+            requested = distributed.all_sum([float(requested)], self.world, self.device)[0] > 0
+        return requested
+
+    def _preempt(self, stop: StopSignals, saved: bool) -> None:
+        """Save a checkpoint (unless this step just did), hand over to any earlier handler, exit."""
+        if self.world.is_main and not saved:
+            save_checkpoint(self.run_dir, self.step, self.state())
+        signum = stop.received if stop.received is not None else signal.SIGTERM
+        name = signal.Signals(signum).name
+        waited = time.time() - stop.received_at if stop.received_at else 0.0
+        if self.logger is not None:
+            self.logger.finish(exit_code=EXIT_PREEMPTED)
+        print(f"run {self.plan.run_id}: {name}: stopped at step {self.step}/{self.total_steps} with a checkpoint "
+              f"{waited:.1f}s after the signal; exit code {EXIT_PREEMPTED}; run the same command to resume",
+              flush=True)
+        try:
+            stop.chain()  # under submitit: its requeue (which exits); elsewhere nothing
+        except Exception as error:  # submitit declines to requeue (UncompletedJobError): the job ends,
+            error.checkpoint_saved = True  # but the run has not failed; re-running resumes it
+            raise
+        raise Preempted(signum, self.step)
 
     def _progress(self, row: dict, seconds_per_step: float) -> None:
         done = self.step / self.total_steps

@@ -1,7 +1,11 @@
 """Check command-line overrides against the schema before Hydra runs, for one-line errors.
 
 Hydra rejects the same mistakes, but with several lines of context; here a typo in a key or a
-group name gives `error: model.foo: unknown config key ...` and exit code 2.
+group name gives `error: model.foo: unknown config key ...`, and a value of the wrong type
+(`budget.flops=abc`, `seed=1.5`, `sweep.budgets=[abc]`) gives `error: budget.flops: value 'abc'
+... could not be converted to Float`, each with exit code 2. Values are parsed with Hydra's own
+override grammar and checked by assigning them to the structured schema with OmegaConf, the same
+conversion Hydra applies, so this accepts exactly what Hydra accepts.
 """
 from __future__ import annotations
 
@@ -25,8 +29,29 @@ def _group_options(config_dir: Path, group: str) -> set[str]:
     return options
 
 
+def _type_problem(arg: str, key: str, schema) -> str | None:
+    """Whether the override's value fits its field's type, as OmegaConf would convert it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    try:
+        override = OverridesParser.create().parse_overrides([arg])[0]
+    except Exception as error:  # noqa: BLE001 - Hydra's parse errors are several classes
+        return f"{key}: cannot parse the override {arg!r} ({str(error).splitlines()[0]})"
+    if override.is_sweep_override():
+        return None  # a sweep (x=1,2) is for --multirun; each of its values is checked there
+    value = override.value()
+    try:
+        OmegaConf.update(OmegaConf.structured(schema), key, value, merge=True)
+    except OmegaConfBaseException as error:
+        message = str(error).splitlines()[0].strip()
+        return f"{key}: {message[:1].lower()}{message[1:]}"
+    return None
+
+
 def check_overrides(args: list[str], config_dir: Path, schema) -> str | None:
-    """The first problem as a one-line message, or None when every override names a real key."""
+    """The first problem as a one-line message, or None when every override names a real key
+    and holds a value of the right type."""
     for arg in args:
         if arg.startswith(("-", "+", "~", "hydra.", "hydra/")) or "=" not in arg:
             continue
@@ -48,4 +73,9 @@ def check_overrides(args: list[str], config_dir: Path, schema) -> str | None:
             node = fields[part]
             if typing.get_origin(node) is typing.Union:  # Optional[X]
                 node = next(a for a in typing.get_args(node) if a is not type(None))
+        else:  # every part named a schema field: check the value's type
+            if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
+                problem = _type_problem(arg, key, schema)
+                if problem:
+                    return problem
     return None

@@ -1,24 +1,33 @@
-"""One training run at a fixed FLOP budget: set up, resume, train, evaluate, write the result."""
+"""One training run at a fixed FLOP budget: set up, resume, train, evaluate, write the result.
+
+Exit codes of `python -m train` (docs/reliability.md):
+  0 completed (or already finished), 2 bad input, 3 ended diverged or failed, 4 another process
+  is training this run directory, 74 disk full (nothing recorded; free space and re-run to
+  resume), 75 preempted (checkpoint saved; re-run to resume).
+"""
 from __future__ import annotations
 
+import errno
+import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
-from train import distributed
-from train.checkpoint import load_latest, save_checkpoint
+from train.checkpoint import list_checkpoints, load_latest
 from train.data import DataConfig, check_repeats, prepare_data
-from train.device import describe, peak_flops, pick_device, pick_dtype
-from train.loop import Trainer
-from train.model import Transformer
-from train.optim import make_optimizer
 from train.config import ConfigError
 from train.plan import RunPlan, make_plan
-from train.rundir import MetricsLog, atomic_write_bytes, atomic_write_json, environment, read_result
+from train.rundir import (MetricsLog, RunLock, RunLocked, atomic_write_bytes, atomic_write_json, environment,
+                          read_result, remove_temp_files)
+
+# torch and the modules that import it load inside run_training: a dry run, or a bad override,
+# answers without paying for them.
+EXIT_BAD_INPUT, EXIT_NOT_COMPLETED, EXIT_BUSY, EXIT_DISK_FULL, EXIT_PREEMPTED = 2, 3, 4, 74, 75
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def say(message: str) -> None:
@@ -29,17 +38,84 @@ def run_dir_for(cfg, plan: RunPlan) -> Path:
     return Path(cfg.out_dir) if cfg.out_dir else Path("runs") / plan.run_id
 
 
+def check_run_settings(cfg) -> None:
+    """The settings that only a real run uses (a dry run ignores them), each checked by name."""
+    def bad(field: str, why: str) -> ConfigError:
+        return ConfigError(f"{field}: {why}")
+    if cfg.device != "auto" and cfg.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise bad("device", f"unknown device {cfg.device!r}; choose auto, cpu, cuda or cuda:N")
+    if cfg.precision not in ("auto", "fp32", "bf16"):
+        raise bad("precision", f"unknown value {cfg.precision!r}; choose auto, fp32 or bf16")
+    from train.wandb_log import MODES
+    if cfg.wandb.mode not in MODES:
+        raise bad("wandb.mode", f"unknown mode {cfg.wandb.mode!r}; choose one of {', '.join(MODES)}")
+    for field in ("eval_every", "log_every", "checkpoint_every"):
+        if cfg[field] < 0:
+            raise bad(field, f"must be 0 (automatic) or a positive number of steps, got {cfg[field]}")
+    if not cfg.eval_tokens > 0:
+        raise bad("eval_tokens", f"must be positive, got {cfg.eval_tokens}")
+    if not cfg.checkpoint_minutes > 0:  # also false for NaN
+        raise bad("checkpoint_minutes", f"must be a positive number of minutes, got {cfg.checkpoint_minutes}")
+    if cfg.optim.micro_batch_seqs is not None and cfg.optim.micro_batch_seqs < 0:
+        raise bad("optim.micro_batch_seqs", f"must be positive (or null for the whole batch), got "
+                                            f"{cfg.optim.micro_batch_seqs}")
+    factor = cfg.divergence_factor
+    if not (factor == 0 or factor > 1) or not math.isfinite(factor):
+        raise bad("divergence_factor", f"must be 0 (off) or a finite number above 1, got {factor}")
+    if cfg.divergence_patience < 1:
+        raise bad("divergence_patience", f"must be at least 1 step, got {cfg.divergence_patience}")
+
+
+def _prepare_data(data_cfg):
+    """prepare_data, with the corpus reader's own errors (Hugging Face datasets) as one-line DataErrors."""
+    from train.data import DataError
+    try:
+        return prepare_data(data_cfg)
+    except DataError:
+        raise
+    except Exception as error:  # noqa: BLE001 - only errors raised inside `datasets` are translated
+        chain, cause = [], error
+        while cause is not None:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if not any(type(e).__module__.startswith("datasets") for e in chain):
+            raise
+        where = ", ".join(map(str, data_cfg.paths)) or data_cfg.hf_name or data_cfg.source
+        if any(type(e).__name__ == "SchemaInferenceError" for e in chain):
+            raise DataError(f"data.paths: the corpus is empty (no text in {where})") from error
+        root = chain[-1]
+        raise DataError(f"data.paths: cannot read the corpus {where}: {type(root).__name__}: "
+                        f"{str(root).splitlines()[0] if str(root) else ''}") from error
+
+
+def _device(name: str):
+    from train.device import pick_device
+    try:
+        return pick_device(name)
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(f"device: {str(error).removeprefix('device: ').splitlines()[0]}") from error
+
+
 def run_training(cfg) -> dict | None:
-    device = pick_device(cfg.device)
+    check_run_settings(cfg)
+    plan = make_plan(cfg)  # bad budgets and sizes fail here, before torch loads
+    import torch
+
+    from train import distributed
+    from train.device import pick_dtype
+    from train.model import ATTENTION_BACKENDS
+    if cfg.model.attention not in ATTENTION_BACKENDS:
+        raise ConfigError(f"model.attention: unknown backend {cfg.model.attention!r}; choose one of "
+                          f"{', '.join(ATTENTION_BACKENDS)}")
+    device = _device(cfg.device)
     world = distributed.init_world(device.type)
     if world.size > 1 and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
-    plan = make_plan(cfg)
     if plan.budget.batch_seqs % world.size:
         raise ConfigError(f"optim.batch_multiple: the global batch of {plan.budget.batch_seqs} sequences does not "
                           f"split over {world.size} processes; set optim.batch_multiple={world.size}")
     run_dir = run_dir_for(cfg, plan)
-    finished = read_result(run_dir)
+    finished = _finished(run_dir, plan)
     if finished is not None and finished["status"] != "failed":  # failed runs are retried
         say(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do")
         return finished
@@ -48,14 +124,77 @@ def run_training(cfg) -> dict | None:
     # Data: rank 0 prepares (and caches) first, the others then read the cache.
     data_cfg = DataConfig.from_any(cfg.data)
     if world.is_main:
-        prepared = prepare_data(data_cfg)
+        prepared = _prepare_data(data_cfg)
     distributed.barrier(world)
     if not world.is_main:
-        prepared = prepare_data(data_cfg)
+        prepared = _prepare_data(data_cfg)
     if prepared.vocab_size > plan.shape.vocab_size:
         from train.data import DataError
         raise DataError(f"data.vocab_size: the prepared data has {prepared.vocab_size} token ids but the "
                         f"model's vocabulary is {plan.shape.vocab_size}")
+
+    # One process per run directory: a second sweep started on the same directory skips the run.
+    lock = _lock_run_dir(run_dir, world, device)
+    if lock is None:
+        if not cfg.sweep.name:
+            raise RunLocked(f"{run_dir}: locked by another process ({RunLock(run_dir).holder()})")
+        say(f"run {plan.run_id}: locked by another process ({RunLock(run_dir).holder()}); skipping: "
+            "that process trains it")
+        return None
+    try:
+        return _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir)
+    finally:
+        if lock is not True:
+            lock.release()
+
+
+def _lock_run_dir(run_dir: Path, world, device):
+    """Rank 0 takes the run directory's lock; every rank learns whether it did. Returns the lock
+    (True on other ranks), or None when another process holds it."""
+    from train import distributed
+    lock, held_elsewhere = True, 0.0
+    if world.is_main:
+        lock = RunLock(run_dir)
+        try:
+            lock.acquire()
+        except RunLocked:
+            lock, held_elsewhere = None, 1.0
+    if world.size > 1:
+        held_elsewhere = distributed.all_sum([held_elsewhere], world, device)[0]
+        if held_elsewhere and lock not in (None, True):
+            lock.release()
+    return None if held_elsewhere else lock
+
+
+def _finished(run_dir: Path, plan: RunPlan) -> dict | None:
+    """The run directory's result, after checking that the directory belongs to this run."""
+    owner = None
+    try:
+        owner = json.loads((run_dir / "plan.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        pass
+    result = read_result(run_dir)
+    owner = (result or {}).get("run_id") or owner
+    if owner not in (None, plan.run_id) and (result is not None or list_checkpoints(run_dir)):
+        raise ConfigError(f"out_dir: {run_dir} holds run {owner}, not {plan.run_id} (another config); "
+                          "use another out_dir")
+    return result
+
+
+def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: Path) -> dict | None:
+    import torch
+
+    from train import distributed
+    from train.device import describe, peak_flops
+    from train.loop import Trainer
+    from train.model import Transformer
+    from train.optim import make_optimizer
+    finished = _finished(run_dir, plan)  # another process may have finished it while we waited
+    if finished is not None and finished["status"] != "failed":
+        say(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do")
+        return finished
+    if world.is_main:
+        remove_temp_files(run_dir)  # left by atomic writes that a crash interrupted
 
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -73,8 +212,8 @@ def run_training(cfg) -> dict | None:
 
     state = load_latest(run_dir)
     if state is not None:
+        say(f"run {plan.run_id}: resuming from step {int(state['step'])}/{plan.budget.steps}")
         trainer.load_state(state)
-        say(f"run {plan.run_id}: resuming from step {trainer.step}/{plan.budget.steps}")
     elif world.is_main:
         MetricsLog(run_dir / "metrics.jsonl").truncate_after(-1)
 
@@ -85,17 +224,52 @@ def run_training(cfg) -> dict | None:
     try:
         outcome = trainer.train()
     except Exception as error:
-        if world.is_main:  # recorded so that the sweep reruns it; no loss is recorded
-            atomic_write_json(run_dir / "result.json", {"status": "failed", "run_id": plan.run_id,
-                                                        "reason": f"{type(error).__name__}: {error}"})
+        # Recorded so that the sweep reruns it; no loss is recorded. A full disk is not the run's
+        # fault, and writing there would fail anyway: re-running resumes once there is space.
+        # A run stopped cleanly on a preemption signal (checkpoint saved) has not failed either.
+        disk_full = isinstance(error, OSError) and error.errno in DISK_FULL
+        if world.is_main and not disk_full and not getattr(error, "checkpoint_saved", False):
+            try:
+                atomic_write_json(run_dir / "result.json", {"status": "failed", "run_id": plan.run_id,
+                                                            "reason": f"{type(error).__name__}: {error}"})
+            except OSError:
+                pass
         raise
     result = None
     if world.is_main:
         result = write_result(run_dir, plan, outcome)
-        say(f"run {plan.run_id}: {result['status']}; final val loss {result['final_val_loss']:.4f}, "
-            f"train loss {result['final_train_loss']:.4f}, {result['wall_s']:.1f}s")
+        def loss(value):
+            return "n/a" if value is None else f"{value:.4f}"
+        say(f"run {plan.run_id}: {result['status']}"
+            + (f" ({result['reason']})" if result.get("reason") else "")
+            + f"; final val loss {loss(result['final_val_loss'])}, train loss {loss(result['final_train_loss'])}, "
+            f"{result['wall_s']:.1f}s")
     distributed.shutdown(world)
     return result
+
+
+@contextmanager
+def cli_errors():
+    """`python -m train`'s failures as one `error: ...` line and an exit code (see the module doc)."""
+    from train.checkpoint import CheckpointError
+    from train.errors import USER_ERRORS
+
+    def fail(message: str, code: int):
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(code)
+    try:
+        yield
+    except USER_ERRORS as error:
+        fail(str(error), EXIT_BAD_INPUT)
+    except RunLocked as error:
+        fail(f"out_dir: {error}; not starting a second copy", EXIT_BUSY)
+    except CheckpointError as error:
+        fail(f"checkpoints: {error}", 1)
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        fail(f"disk full: {error.filename or ''}: {error.strerror}; nothing was recorded as finished; free "
+             f"space and run the same command again to resume from the last checkpoint", EXIT_DISK_FULL)
 
 
 def write_result(run_dir: Path, plan: RunPlan, outcome: dict) -> dict:
@@ -119,7 +293,8 @@ def write_result(run_dir: Path, plan: RunPlan, outcome: dict) -> dict:
         "train_wall_s": outcome["train_wall_s"],
     }
     for key in ("final_val_loss", "final_train_loss"):
-        if result[key] is not None and not math.isfinite(result[key]):
+        # A run that did not complete has no final loss: its last numbers are no result.
+        if result[key] is not None and (not math.isfinite(result[key]) or result["status"] != "completed"):
             result[key] = None
     atomic_write_json(run_dir / "result.json", result)
     return result

@@ -1,27 +1,48 @@
 """The run directory contract: config.yaml, metrics.jsonl (append-only), result.json (atomic, at
-the end), env.json and checkpoints/. Writes here are atomic: temp file, fsync, rename."""
+the end), env.json and checkpoints/. Writes here are atomic: temp file, fsync, rename. A run
+directory is locked (`.lock`) by the process that trains it, for as long as it lives."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import warnings
+import time
 from pathlib import Path
 
+from train import faults
+
 RESULT_STATUSES = ("completed", "diverged", "failed")
+TEMP_SUFFIX = ".tmp"  # atomic writes' temp files: .<name>.<random>.tmp beside their target
+LOCK_NAME = ".lock"
+
+
+def warn(message: str) -> None:
+    """A `warning: ...` line on stderr: a fault that the run survives, said once, plainly."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    kind = faults.kind_of(path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
+            if faults.active():  # a fault point with the temp file half written
+                half = len(data) // 2
+                handle.write(data[:half])
+                handle.flush()
+                os.fsync(handle.fileno())
+                faults.hit(f"{kind}-write", path=path)
+                data = data[half:]
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        faults.hit(f"{kind}-rename", path=path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -31,6 +52,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)  # make the rename itself durable
     finally:
         os.close(dir_fd)
+
+
+def remove_temp_files(folder: Path) -> int:
+    """Delete temp files that interrupted atomic writes left in `folder` (and its checkpoints/).
+    Only the process holding the run's lock may call this: nobody else is writing there."""
+    removed = 0
+    for where in (Path(folder), Path(folder) / "checkpoints"):
+        if where.is_dir():
+            for tmp in where.glob(f".*{TEMP_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def atomic_write_json(path: Path, obj: dict) -> None:
@@ -45,7 +78,7 @@ def read_result(run_dir: Path) -> dict | None:
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-        warnings.warn(f"{path}: does not parse; treating the run as not finished")
+        warn(f"{path}: does not parse; treating the run as not finished")
         return None
     return result if isinstance(result, dict) and result.get("status") in RESULT_STATUSES else None
 
@@ -66,7 +99,7 @@ class MetricsLog:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                warnings.warn(f"{self.path}:{number}: truncated or corrupt line skipped")
+                warn(f"{self.path}:{number}: truncated or corrupt line skipped")
         return rows
 
     def truncate_after(self, step: int) -> None:
@@ -75,9 +108,88 @@ class MetricsLog:
         atomic_write_bytes(self.path, "".join(json.dumps(row) + "\n" for row in kept).encode())
 
     def append(self, row: dict) -> None:
+        line = json.dumps(row) + "\n"
         with open(self.path, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
+            if faults.active():  # a fault point with half of the line written
+                handle.write(line[:len(line) // 2])
+                handle.flush()
+                faults.hit("metrics", step=row.get("step"), path=self.path)
+                line = line[len(line) // 2:]
+            handle.write(line)
             handle.flush()
+
+
+class RunLocked(RuntimeError):
+    """Another live process holds the run directory's lock."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held for the life of the process that trains it.
+
+    It is an flock() on `<run dir>/.lock`. The kernel drops the lock when its process ends, however
+    it ends (SIGKILL, OOM, a node reboot), so a lock never outlives its holder: a `.lock` file left
+    by a dead process is stale and is simply taken over. The file records the holder's pid, host
+    and start time, for the message that a second process prints. On NFS, Linux maps flock onto
+    NFS byte-range locks, which work across hosts.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._handle = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise RunLocked naming its holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.close()
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunLocked(f"{self.path.parent}: locked by another process ({self.holder()})") from None
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "since": time.time()}) + "\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.truncate(0)
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        return f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def run_is_locked(run_dir: Path) -> bool:
+    """True while a live process holds the run directory's lock (a stale .lock file is not held)."""
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        handle = open(path)
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def git_sha() -> str | None:
