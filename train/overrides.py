@@ -41,8 +41,10 @@ def _type_problem(arg: str, key: str, schema) -> str | None:
     if override.is_sweep_override():
         return None  # a sweep (x=1,2) is for --multirun; each of its values is checked there
     value = override.value()
+    config = OmegaConf.structured(schema)
+    OmegaConf.set_struct(config, True)  # as Hydra composes it: a new key needs `+key=`
     try:
-        OmegaConf.update(OmegaConf.structured(schema), key, value, merge=True)
+        OmegaConf.update(config, key, value, merge=True)
     except OmegaConfBaseException as error:
         message = str(error).splitlines()[0].strip()
         return f"{key}: {message[:1].lower()}{message[1:]}"

@@ -1,0 +1,87 @@
+"""Divergence: an absurd learning rate ends the run early as `diverged`, with the reason in
+result.json and no loss recorded; a sweep goes on past such a run; the analysis leaves it out and
+says so.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.reliability.helpers import ENV, metrics, result, train
+
+
+def test_nan_loss_from_an_absurd_lr_is_diverged(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = train(f"out_dir={run_dir}", "optim.lr=1e3")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    res = result(run_dir)
+    assert res["status"] == "diverged"
+    step = int(re.fullmatch(r"non-finite train loss nan at step (\d+)", res["reason"]).group(1))
+    assert res["steps"] == step < 42, "stopped early"
+    assert res["final_val_loss"] is None and res["final_train_loss"] is None, "no loss is a result"
+    assert metrics(run_dir)[-1]["step"] == step
+    assert f"diverged (non-finite train loss nan at step {step})" in proc.stdout
+
+
+@pytest.mark.parametrize("settings,patience,factor", [((), 10, 2), (("divergence_factor=3", "divergence_patience=5"), 5, 3)])
+def test_loss_spike_held_for_k_steps_is_diverged(tmp_path, settings, patience, factor):
+    # lr=30 sends the loss from 6.2 to 2e3..4e6 from step 2 on: finite, but far above twice the best
+    run_dir = tmp_path / "run"
+    proc = train(f"out_dir={run_dir}", "optim.lr=30", *settings)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    res = result(run_dir)
+    assert res["status"] == "diverged"
+    assert re.fullmatch(rf"loss spike: train loss [0-9.e+]+ above {factor}x the best so far \([0-9.]+\) "
+                        rf"for {patience} consecutive steps, at step {patience + 1}", res["reason"]), res["reason"]
+    assert res["steps"] == patience + 1 and res["final_val_loss"] is None
+
+
+def test_sweep_goes_on_past_a_diverged_run_and_the_analysis_excludes_it(tmp_path):
+    # One budget, three sizes; a per-size LR table gives the smallest an absurd LR (1e3).
+    sweep_dir = tmp_path / "sweep"
+    table = ["optim.lr_rule=table", "+optim.lr_table.1=1000", "+optim.lr_table.20000=1000",
+             "+optim.lr_table.25000=0.02", "+optim.lr_table.1000000000=0.02"]
+    proc = run_cli("-m", "sweeps", "sweep=demo", "sweep.budgets=[1e10]", "sweep.sizes_per_budget=3", "sweep.span=4",
+                   "sweep.tokens_per_param=2", "model.seq_len=64", "optim.batch_tokens=1024", "eval_tokens=2048",
+                   "wandb.mode=disabled", f"sweep.out_dir={sweep_dir}", *table, env=ENV)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["diverged"] == 1 and summary["completed"] == 2 and summary["failed"] == 0, summary
+    with open(sweep_dir / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    diverged = [r for r in rows if r["status"] == "diverged"]
+    assert len(diverged) == 1 and diverged[0]["loss"] == "", "a diverged run records no loss"
+    assert all(float(r["loss"]) > 0 for r in rows if r["status"] == "completed")
+    # The second sweep skips the diverged run instead of training it again.
+    again = run_cli("-m", "sweeps", "sweep=demo", "sweep.budgets=[1e10]", "sweep.sizes_per_budget=3", "sweep.span=4",
+                    "sweep.tokens_per_param=2", "model.seq_len=64", "optim.batch_tokens=1024", "eval_tokens=2048",
+                    "wandb.mode=disabled", f"sweep.out_dir={sweep_dir}", *table, "dry_run=true", env=ENV)
+    assert again.returncode == 0 and re.search(r"1\.49e\+04 .* diverged", again.stdout), again.stdout[-2000:]
+
+    # The analysis: the real diverged row among synthetic completed ones (3 budgets x 5 sizes of
+    # L = E + A/N^a + B/D^b, Chinchilla's fit), so that a fit exists to exclude it from.
+    mixed = tmp_path / "mixed.csv"
+    with open(mixed, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["flops", "params", "tokens", "loss", "budget", "run_id",
+                                                    "status", "convention"])
+        writer.writeheader()
+        for budget in (1e18, 1e19, 1e20):
+            n_opt = (budget / 120) ** 0.5
+            for k in range(-2, 3):
+                n = n_opt * 2.0 ** k
+                d = budget / (6 * n)
+                writer.writerow({"flops": budget, "params": n, "tokens": d, "budget": budget, "status": "completed",
+                                 "loss": 1.69 + 406.4 / n ** 0.34 + 410.7 / d ** 0.28, "run_id": f"syn{budget:.0e}{k}",
+                                 "convention": "6N"})
+        writer.writerow({k: diverged[0][k] for k in writer.fieldnames})
+    fit = run_cli("-m", "analysis", "fit", str(mixed), "--out", str(tmp_path / "fit"), "--bootstrap", "0",
+                  "--no-approach1", "--no-approach3")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "warning: excluded 1 run(s) that did not complete (1 diverged)" in fit.stderr
+    report = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert "excluded 1 run(s) that did not complete (1 diverged)" in report["warnings"]
+    assert sum(b["n_points"] for b in report["budgets"]) == 15
