@@ -15,7 +15,7 @@ from train import distributed, faults
 from train.checkpoint import save_checkpoint
 from train.config import ConfigError
 from train.optim import lr_at
-from train.rundir import MetricsLog
+from train.rundir import MetricsLog, scrub_secrets
 from train.run import EXIT_PREEMPTED  # 75, sysexits' EX_TEMPFAIL: a temporary stop; run it again
 
 # Preemption. SLURM sends SIGTERM when it preempts or cancels a job (then SIGKILL after its
@@ -159,6 +159,7 @@ class Trainer:
         name = wb.name or f"N{self.plan.params.total / 1e6:.3g}M-C{budget:.2g}"
         tags = list(wb.tags) + [f"C={budget:.3g}", f"N={self.plan.params.total:.3g}"]
         config = OmegaConf.to_container(self.cfg, resolve=True) | {"plan": self.plan.to_dict()}
+        config, group, name, tags = scrub_secrets([config, group, name, tags])  # no API key via ${oc.env:...}
         return WandbLogger(mode=wb.mode, project=wb.project, group=group, name=name, config=config,
                            run_dir=str(self.run_dir), tags=tags, job_type="isoflop-run", run_id=self.plan.run_id)
 

@@ -10,6 +10,7 @@ conversion Hydra applies, so this accepts exactly what Hydra accepts.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 
@@ -51,6 +52,25 @@ def _type_problem(arg: str, key: str, schema) -> str | None:
     return None
 
 
+_RESOLVER = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*:")
+
+
+def _resolver_problem(key: str, value: str) -> str | None:
+    """Interpolations may only call registered resolvers (OmegaConf's oc.*, Hydra's now/hydra):
+    none of them evaluates code, and an unknown one (e.g. `${eval:...}`) is refused up front."""
+    names = _RESOLVER.findall(value)
+    if not names:
+        return None
+    from hydra.core.utils import setup_globals
+    from omegaconf import OmegaConf
+    setup_globals()  # registers Hydra's resolvers (now, hydra, python_version)
+    for name in names:
+        if not OmegaConf.has_resolver(name):
+            return (f"{key}: unknown interpolation resolver {name!r} in {value!r}; interpolations cannot run "
+                    "code (use ${oc.env:VAR}, ${oc.select:key,default}, ${now:...})")
+    return None
+
+
 def check_overrides(args: list[str], config_dir: Path, schema) -> str | None:
     """The first problem as a one-line message, or None when every override names a real key
     and holds a value of the right type."""
@@ -58,6 +78,9 @@ def check_overrides(args: list[str], config_dir: Path, schema) -> str | None:
         if arg.startswith(("-", "+", "~", "hydra.", "hydra/")) or "=" not in arg:
             continue
         key, value = arg.split("=", 1)
+        problem = _resolver_problem(key, value)
+        if problem:
+            return problem
         if key in GROUPS:
             options = _group_options(config_dir, key)
             if value not in options:

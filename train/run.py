@@ -22,7 +22,7 @@ from train.data import DataConfig, check_repeats, prepare_data
 from train.config import ConfigError
 from train.plan import RunPlan, make_plan
 from train.rundir import (MetricsLog, RunLock, RunLocked, atomic_write_bytes, atomic_write_json, environment,
-                          read_result, remove_temp_files)
+                          read_result, remove_temp_files, scrub_secrets)
 
 # torch and the modules that import it load inside run_training: a dry run, or a bad override,
 # answers without paying for them.
@@ -64,6 +64,7 @@ def check_run_settings(cfg) -> None:
         raise bad("divergence_factor", f"must be 0 (off) or a finite number above 1, got {factor}")
     if cfg.divergence_patience < 1:
         raise bad("divergence_patience", f"must be at least 1 step, got {cfg.divergence_patience}")
+    DataConfig.from_any(cfg.data).validate()  # the data fields, before any corpus work
 
 
 def _prepare_data(data_cfg):
@@ -102,7 +103,7 @@ def run_training(cfg) -> dict | None:
     import torch
 
     from train import distributed
-    from train.device import pick_dtype
+    from train.device import configure_cpu_threads, pick_dtype
     from train.model import ATTENTION_BACKENDS
     if cfg.model.attention not in ATTENTION_BACKENDS:
         raise ConfigError(f"model.attention: unknown backend {cfg.model.attention!r}; choose one of "
@@ -120,6 +121,7 @@ def run_training(cfg) -> dict | None:
         say(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do")
         return finished
     dtype = pick_dtype(cfg.precision, device)
+    configure_cpu_threads(device, plan.shape.d_model, cfg.cpu_threads)
 
     # Data: rank 0 prepares (and caches) first, the others then read the cache.
     data_cfg = DataConfig.from_any(cfg.data)
@@ -198,7 +200,7 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
 
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+        atomic_write_bytes(run_dir / "config.yaml", scrub_secrets(OmegaConf.to_yaml(cfg, resolve=True)).encode())
         atomic_write_json(run_dir / "plan.json", plan.to_dict())
         atomic_write_json(run_dir / "env.json", environment(describe(device)) | {"world_size": world.size})
 

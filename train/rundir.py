@@ -26,6 +26,26 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+SECRET_ENV = ("WANDB_API_KEY",)  # environment variables whose values must never be written
+
+
+def scrub_secrets(obj):
+    """`obj` (a string, or lists and dicts of them) with the values of secret environment variables
+    masked, should an interpolation such as ${oc.env:WANDB_API_KEY} have put one into the config."""
+    secrets = [v for v in (os.environ.get(var, "") for var in SECRET_ENV) if len(v) >= 8]
+    if not secrets:
+        return obj
+    if isinstance(obj, str):
+        for value in secrets:
+            obj = obj.replace(value, "***")
+        return obj
+    if isinstance(obj, dict):
+        return {k: scrub_secrets(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(scrub_secrets(v) for v in obj)
+    return obj
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
