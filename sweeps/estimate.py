@@ -1,22 +1,35 @@
-"""Wall-time estimates for the plan table: FLOPs (6N+attn) over an effective training throughput."""
+"""Wall-time estimates for the plan table: FLOPs (6N+attn) over an effective training throughput,
+plus a fixed cost per token that dominates for tiny models (elementwise ops, the vocabulary head's
+softmax, the optimizer step shared over the batch)."""
 from __future__ import annotations
 
-# Effective training FLOP/s (6N+attn convention) by device kind. The CPU figure was measured on
-# this project's 2-core CI machine with the demo's tiny models (scripts/bench.py); the GPU ones
-# assume 40% MFU on the dense bf16 peak. Override with sweep.effective_tflops=<measured>.
-EFFECTIVE_TFLOPS = {
-    "cpu": 0.1,
-    "H100": 989 * 0.40,
-    "A100": 312 * 0.40,
-}
+from dataclasses import dataclass
+
+# Effective training throughput by device kind: TFLOP/s (6N+attn convention) and seconds per
+# token. The CPU figures were fitted to the demo sweep's runs on this project's 2-core CI machine
+# (single-threaded tiny models, 2026-11-23: 1/tokens_per_s = 2.7us + FLOPs/2.7e10, within 15%
+# over 12K-43K parameters). The GPU ones assume 40% MFU on the dense bf16 peak. Override the
+# FLOP rate with sweep.effective_tflops=<measured>.
+EFFECTIVE_TFLOPS = {"cpu": 0.027, "H100": 989 * 0.40, "A100": 312 * 0.40}
+SECONDS_PER_TOKEN = {"cpu": 2.7e-6}
 
 
-def effective_flops_per_s(device_kind: str, override_tflops: float | None) -> float:
+@dataclass(frozen=True)
+class Throughput:
+    flops_per_s: float
+    seconds_per_token: float = 0.0
+
+    def seconds(self, train_flops: float, tokens: int) -> float:
+        return train_flops / self.flops_per_s + tokens * self.seconds_per_token
+
+
+def throughput_for(device_kind: str, override_tflops: float | None) -> Throughput:
     if override_tflops is not None:
         if override_tflops <= 0:
             raise ValueError(f"sweep.effective_tflops: must be positive, got {override_tflops}")
-        return override_tflops * 1e12
-    return EFFECTIVE_TFLOPS.get(device_kind, EFFECTIVE_TFLOPS["H100"]) * 1e12
+        return Throughput(override_tflops * 1e12)
+    tflops = EFFECTIVE_TFLOPS.get(device_kind, EFFECTIVE_TFLOPS["H100"])
+    return Throughput(tflops * 1e12, SECONDS_PER_TOKEN.get(device_kind, 0.0))
 
 
 def detect_device_kind(device: str) -> str:

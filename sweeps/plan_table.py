@@ -1,11 +1,11 @@
 """The plan before the spend: one row per (C, N) run, with estimated time, totals and warnings."""
 from __future__ import annotations
 
-from sweeps.estimate import format_seconds
+from sweeps.estimate import Throughput, format_seconds
 from sweeps.grid import GridPoint
 
 
-def plan_rows(points: list[GridPoint], flops_per_s: float, states: dict[str, str]) -> list[dict]:
+def plan_rows(points: list[GridPoint], throughput: Throughput, states: dict[str, str]) -> list[dict]:
     rows = []
     for point in points:
         plan = point.plan
@@ -14,7 +14,7 @@ def plan_rows(points: list[GridPoint], flops_per_s: float, states: dict[str, str
             "budget": point.budget, "params": plan.params.total, "run_id": plan.run_id,
             "shape": f"{plan.shape.n_layer}x{plan.shape.d_model}", "tokens": plan.budget.tokens,
             "tokens_per_param": plan.budget.tokens / plan.params.total, "steps": plan.budget.steps,
-            "batch_tokens": plan.budget.batch_tokens, "lr": plan.lr, "est_s": train_flops / flops_per_s,
+            "batch_tokens": plan.budget.batch_tokens, "lr": plan.lr, "est_s": throughput.seconds(train_flops, plan.budget.tokens),
             "state": states.get(plan.run_id, "new"),
         })
     return rows

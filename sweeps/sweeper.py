@@ -16,7 +16,7 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
-from sweeps.estimate import detect_device_kind, effective_flops_per_s
+from sweeps.estimate import detect_device_kind, throughput_for
 from sweeps.grid import GridError, GridPoint, build_grid, grid_ratio, make_point, outside_bounds, sweep_dir_of
 from sweeps.plan_table import format_table, plan_rows, plan_warnings
 from sweeps.refine import find_edges, save_command
@@ -56,7 +56,7 @@ class IsoflopSweeper(Sweeper):
             points = build_grid(cfg)
             sweep_dir = sweep_dir_of(cfg)
             unique_tokens = corpus_unique_tokens(cfg)
-            flops_per_s = effective_flops_per_s(detect_device_kind(cfg.device), cfg.sweep.effective_tflops)
+            flops_per_s = throughput_for(detect_device_kind(cfg.device), cfg.sweep.effective_tflops)
             if cfg.sweep.refine and cfg.sweep.refine_sizes < 1:
                 raise GridError(f"sweep.refine_sizes: must be at least 1, got {cfg.sweep.refine_sizes}")
         except (GridError, *USER_ERRORS) as error:
@@ -139,7 +139,7 @@ class IsoflopSweeper(Sweeper):
                 say(f"warning: run {where} failed: {job._return_value!r}")
         return first_job + len(job_overrides)
 
-    def _refine(self, cfg, points: list[GridPoint], sweep_dir: Path, flops_per_s: float,
+    def _refine(self, cfg, points: list[GridPoint], sweep_dir: Path, flops_per_s,
                 unique_tokens: int | None) -> list[GridPoint]:
         """Extra points beyond each budget's edge minimum, planned from the sweep's results table."""
         csv_path = sweep_dir / "results.csv"

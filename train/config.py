@@ -93,6 +93,7 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0   # also checkpoint when this many minutes have passed
     sweep: SweepConfig = field(default_factory=SweepConfig)  # the `sweep` group (python -m sweeps)
     peak_tflops: Optional[float] = None  # accelerator peak for MFU; None = from the device table
+    cpu_threads: Optional[int] = None  # torch threads on the CPU; None = 1 below d_model 512, else torch's default
     # Divergence: besides a NaN/inf loss, a train loss above divergence_factor x the best so far,
     # held for divergence_patience consecutive steps, ends the run as `diverged`. Healthy runs
     # never double their best loss (it starts near ln(vocab) and falls); transient spikes of big

@@ -54,7 +54,8 @@ def pad_vocab(vocab_size: int, multiple: int = 64) -> int:
 def head_dim_for(d_model: int) -> int:
     """Head size by width: Chinchilla uses 64 up to ~300M params (d_model 1024) and 128 above.
 
-    Tiny CPU models get 32 or 16 so that they still have several heads.
+    Tiny CPU models get 32, 16 or 8 so that they still have several heads and can be narrow
+    enough to sit below their embedding's size.
     """
     if d_model >= 1280:
         return 128
@@ -62,7 +63,9 @@ def head_dim_for(d_model: int) -> int:
         return 64
     if d_model >= 64:
         return 32
-    return 16
+    if d_model >= 32:
+        return 16
+    return 8
 
 
 def swiglu_hidden(d_model: int) -> int:
@@ -83,7 +86,7 @@ def shape_from_width_depth(d_model: int, n_layer: int, vocab_size: int, seq_len:
 
 def _candidate_widths(max_width: int = 4096):
     # Steps of one head: every width is a multiple of the head size head_dim_for() gives it.
-    width = 16
+    width = 8
     while width <= max_width:
         yield width
         width += head_dim_for(width)
@@ -137,7 +140,7 @@ def shape_from_params(target: float, vocab_size: int, seq_len: int, tie_embeddin
 
 
 def smallest_params(vocab_size: int, seq_len: int, tie_embeddings: bool = False) -> int:
-    return count_params(shape_from_width_depth(16, 1, vocab_size, seq_len, tie_embeddings)).total
+    return count_params(shape_from_width_depth(8, 1, vocab_size, seq_len, tie_embeddings)).total
 
 
 def largest_params(vocab_size: int, seq_len: int, tie_embeddings: bool = False, max_layers: int = 48) -> int:
