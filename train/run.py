@@ -270,8 +270,9 @@ def cli_errors():
     except OSError as error:
         if error.errno not in DISK_FULL:
             raise
-        fail(f"disk full: {error.filename or ''}: {error.strerror}; nothing was recorded as finished; free "
-             f"space and run the same command again to resume from the last checkpoint", EXIT_DISK_FULL)
+        where = f"{error.filename}: " if error.filename else ""
+        fail(f"disk full: {where}{error.strerror}; nothing was recorded as finished; free space and run the "
+             "same command again to resume from the last checkpoint", EXIT_DISK_FULL)
 
 
 def write_result(run_dir: Path, plan: RunPlan, outcome: dict) -> dict:

@@ -19,6 +19,8 @@ from train import faults
 RESULT_STATUSES = ("completed", "diverged", "failed")
 TEMP_SUFFIX = ".tmp"  # atomic writes' temp files: .<name>.<random>.tmp beside their target
 LOCK_NAME = ".lock"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def warn(message: str) -> None:
@@ -49,6 +51,7 @@ def scrub_secrets(obj):
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for the whole group to read
     kind = faults.kind_of(path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -64,8 +67,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         faults.hit(f"{kind}-rename", path=path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # a failed write() names no file; say which one (e.g. disk full)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -129,14 +134,19 @@ class MetricsLog:
 
     def append(self, row: dict) -> None:
         line = json.dumps(row) + "\n"
-        with open(self.path, "a") as handle:
-            if faults.active():  # a fault point with half of the line written
-                handle.write(line[:len(line) // 2])
+        try:
+            with open(self.path, "a") as handle:
+                if faults.active():  # a fault point with half of the line written
+                    handle.write(line[:len(line) // 2])
+                    handle.flush()
+                    faults.hit("metrics", step=row.get("step"), path=self.path)
+                    line = line[len(line) // 2:]
+                handle.write(line)
                 handle.flush()
-                faults.hit("metrics", step=row.get("step"), path=self.path)
-                line = line[len(line) // 2:]
-            handle.write(line)
-            handle.flush()
+        except OSError as error:
+            if error.filename is None:
+                error.filename = str(self.path)
+            raise
 
 
 class RunLocked(RuntimeError):
