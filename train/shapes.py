@@ -92,6 +92,11 @@ def _candidate_widths(max_width: int = 4096):
         width += head_dim_for(width)
 
 
+# No deep stacks of very narrow layers: at tiny sizes they train markedly worse than a wider,
+# shallower model of the same count (7 layers of width 8 lost to 1 of width 24 with 50% more
+# parameters on the demo's data), which would put bumps into IsoFLOP curves.
+MIN_ASPECT_RATIO = 8
+
 # The shape rule keeps this fraction of the parameter target as slack before preferring the
 # aspect ratio; 10% keeps IsoFLOP grids (1.3x or more apart) strictly ordered while leaving tiny
 # models, whose widths step coarsely, room for a sensible depth.
@@ -104,7 +109,8 @@ def shape_from_params(target: float, vocab_size: int, seq_len: int, tie_embeddin
     """The shape rule: a model of about `target` total parameters.
 
     Among all (depth, width) pairs whose total parameter count lies within 10% of the target,
-    take the one whose aspect ratio d_model / n_layer is closest (in log) to `aspect_ratio`.
+    take the one whose aspect ratio d_model / n_layer is closest (in log) to `aspect_ratio`
+    (never below MIN_ASPECT_RATIO).
     64 is the ratio of Chinchilla's small models (640/10, 1024/16) and sits inside Kaplan et al.'s
     flat optimum (roughly 20-200). If no pair lands within 10%, take the closest count, and refuse
     when even that misses the target by more than 25% (e.g. a target below the embedding alone).
@@ -117,6 +123,8 @@ def shape_from_params(target: float, vocab_size: int, seq_len: int, tie_embeddin
     closest = None
     for n_layer in range(1, max_layers + 1):
         for d_model in _candidate_widths():
+            if d_model < MIN_ASPECT_RATIO * n_layer:
+                continue
             shape = shape_from_width_depth(d_model, n_layer, vocab_size, seq_len, tie_embeddings)
             miss = abs(math.log(count_params(shape).total / target))
             aspect_miss = abs(math.log(d_model / n_layer / aspect_ratio))
