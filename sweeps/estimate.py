@@ -33,15 +33,17 @@ def throughput_for(device_kind: str, override_tflops: float | None) -> Throughpu
 
 
 def detect_device_kind(device: str) -> str:
+    """The kind the runs will train on: this machine's GPU, or an H100 when a GPU preset
+    (device=cuda) is planned on a machine without one."""
     if device == "cpu":
         return "cpu"
     try:
         import torch
-        if device == "auto" and not torch.cuda.is_available():
-            return "cpu"
+        if not torch.cuda.is_available():
+            return "cpu" if device == "auto" else "H100"
         name = torch.cuda.get_device_name(0)
     except (ImportError, RuntimeError, AssertionError):
-        return "cpu"
+        return "cpu" if device == "auto" else "H100"
     return next((kind for kind in EFFECTIVE_TFLOPS if kind in name), "H100")
 
 

@@ -17,7 +17,7 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
 from sweeps.estimate import detect_device_kind, throughput_for
-from sweeps.grid import GridError, GridPoint, build_grid, grid_ratio, make_point, outside_bounds, sweep_dir_of
+from sweeps.grid import GridError, budgets_of, GridPoint, build_grid, grid_ratio, make_point, outside_bounds, sweep_dir_of
 from sweeps.plan_table import format_table, plan_rows, plan_warnings
 from sweeps.refine import find_edges, save_command
 from sweeps.results import read_results_csv, run_state, write_results_csv
@@ -50,12 +50,25 @@ class IsoflopSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
+    @staticmethod
+    def _unique_tokens(cfg) -> int | None:
+        """The corpus's training tokens. A dry run that cannot prepare the data (a Hub dataset
+        offline) still prints its plan, without the repeated-data check."""
+        from train.data import DataError
+        try:
+            return corpus_unique_tokens(cfg)
+        except DataError as error:
+            if not cfg.dry_run:
+                raise
+            say(f"warning: data not prepared, so repeated data is not checked: {error}")
+            return None
+
     def sweep(self, arguments: List[str]) -> Any:
         cfg = self.config
         try:
             points = build_grid(cfg)
             sweep_dir = sweep_dir_of(cfg)
-            unique_tokens = corpus_unique_tokens(cfg)
+            unique_tokens = self._unique_tokens(cfg)
             flops_per_s = throughput_for(detect_device_kind(cfg.device), cfg.sweep.effective_tflops)
             if cfg.sweep.refine and cfg.sweep.refine_sizes < 1:
                 raise GridError(f"sweep.refine_sizes: must be at least 1, got {cfg.sweep.refine_sizes}")
@@ -66,6 +79,11 @@ class IsoflopSweeper(Sweeper):
         rows = plan_rows(points, flops_per_s, states)
         say(f"sweep {cfg.sweep.name}: {sweep_dir}")
         say(format_table(rows))
+        for budget in budgets_of(cfg.sweep):
+            kept = sum(1 for p in points if p.budget == budget)
+            if kept < cfg.sweep.sizes_per_budget:
+                say(f"warning: C={budget:.3g}: {cfg.sweep.sizes_per_budget - kept} of {cfg.sweep.sizes_per_budget} "
+                    f"sizes fall outside sweep.min_params/max_params; this budget needs models beyond that range")
         for warning in plan_warnings(rows, unique_tokens, cfg.budget.min_steps):
             say(f"warning: {warning}")
         if cfg.dry_run and not cfg.sweep.refine:
