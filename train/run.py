@@ -197,8 +197,6 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
         return finished
     if world.is_main:
         remove_temp_files(run_dir)  # left by atomic writes that a crash interrupted
-
-    if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", scrub_secrets(OmegaConf.to_yaml(cfg, resolve=True)).encode())
         atomic_write_json(run_dir / "plan.json", plan.to_dict())
