@@ -2,8 +2,9 @@
 
     python -m train.export RUN_DIR --out DIR
 
-Our module names already follow transformers' Llama, so the state dict copies across unchanged;
-the config carries the shape, the RMSNorm epsilon and the rotary base.
+Our module names follow transformers' Llama except for the two fused projections
+(self_attn.qkv_proj, mlp.gate_up_proj), which are split back into q_proj/k_proj/v_proj and
+gate_proj/up_proj; the config carries the shape, the RMSNorm epsilon and the rotary base.
 """
 from __future__ import annotations
 
@@ -28,11 +29,37 @@ def llama_config(shape: ModelShape):
         architectures=["LlamaForCausalLM"])
 
 
+# Our fused projections and the transformers parameters they hold, stacked by rows in this order.
+FUSED_PROJECTIONS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def split_fused(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict (or anything keyed by our parameter names) under transformers' names: fused
+    projections split into their parts, a torch.compile prefix dropped."""
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("_orig_mod.")
+        module, _, leaf = key.rpartition(".")
+        prefix, _, name = module.rpartition(".")
+        if name in FUSED_PROJECTIONS:
+            parts = FUSED_PROJECTIONS[name]
+            for part, chunk in zip(parts, value.chunk(len(parts), dim=0)):
+                out[f"{prefix}.{part}.{leaf}"] = chunk.clone()
+        else:
+            out[key] = value
+    return out
+
+
+def hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
+    """Our state dict under transformers' LlamaForCausalLM names."""
+    return split_fused(model.state_dict())
+
+
 def to_hf(model: Transformer):
     """An in-memory LlamaForCausalLM with our weights."""
     from transformers import LlamaForCausalLM
     hf = LlamaForCausalLM(llama_config(model.shape))
-    state = {k.removeprefix("_orig_mod."): v for k, v in model.state_dict().items()}
+    state = hf_state_dict(model)
     missing, unexpected = hf.load_state_dict(state, strict=False)
     # A tied head has no lm_head.weight of its own; transformers ties it to the embedding.
     allowed_missing = {"lm_head.weight"} if model.shape.tie_embeddings else set()
