@@ -54,5 +54,9 @@ def all_sum(values: list[float], world: World, device: torch.device) -> list[flo
 
 
 def shutdown(world: World) -> None:
+    """Leave the process group together. A rank that destroys its gloo group while a peer is still
+    working (rank 0 writing result.json) can abort in gloo's teardown ("terminate called without an
+    active exception", SIGABRT), so every rank first waits at a barrier."""
     if world.size > 1 and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

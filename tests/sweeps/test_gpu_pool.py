@@ -249,7 +249,7 @@ def test_a_real_hydra_sweep_runs_through_the_pool(tmp_path, recorder):
     as_list = "[" + ",".join(f"'{c}'" for c in command) + "]"
     proc = subprocess.run(
         [sys.executable, "-m", "sweeps", "sweep=demo", f"sweep.out_dir={sweep_dir}", "sweep.budgets=[1e12]",
-         "sweep.sizes_per_budget=7", "hydra/launcher=gpu_pool", "hydra.launcher.gpus=[0,1,2]",
+         "sweep.sizes_per_budget=7", "sweep.span=8", "hydra/launcher=gpu_pool", "hydra.launcher.gpus=[0,1,2]",
          f"hydra.launcher.command={as_list}"],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
