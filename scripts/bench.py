@@ -12,7 +12,8 @@ after at least 3 blocks per model). Prints
 a table, one JSON line per size, and last a JSON summary with ours_tokens_per_s, hf_tokens_per_s,
 ratio (ours / theirs; over several sizes the geometric mean of the per-size ratios) and the device.
 
-Threads: torch's own default unless `--threads` is given, i.e. what `python -m train` uses. On a
+Threads: on the CPU, what `python -m train` picks for the shape (train/device.py: one thread below
+d_model 512, else torch's default), unless `--threads` is given; both models get the same. On a
 shared CPU the result depends on the load (os.getloadavg() is printed with it): see
 docs/performance.md.
 """
@@ -32,16 +33,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from train.device import describe, peak_flops, pick_device, pick_dtype  # noqa: E402
+from train.device import configure_cpu_threads, describe, peak_flops, pick_device, pick_dtype  # noqa: E402
 from train.export import to_hf  # noqa: E402
 from train.flops import flops_per_token  # noqa: E402
 from train.model import Transformer  # noqa: E402
 from train.params import count_params  # noqa: E402
 from train.shapes import CATALOG, catalog_shape, shape_from_params  # noqa: E402
 
-# The demo sweep's model sizes (configs/sweep/demo.yaml: vocabulary 512, tied, seq_len 128).
-QUICK_SIZES = ["3e4", "1e5", "3e5", "1e6"]
-QUICK_DEFAULTS = {"seq_len": 128, "batch": 64, "vocab": 512, "tied": True, "steps": 1, "warmup": 1, "repeats": 7,
+# The demo sweep's model sizes and batch (configs/sweep/demo.yaml: 8.5K-64K parameters, vocabulary
+# 320, tied, seq_len 128; its DeepSeek-rule batch is 1,152-1,792 tokens, 9-14 sequences). Blocks
+# of 10 steps: one step of these models takes 5-30 ms, too short to time alone on a shared CPU.
+QUICK_SIZES = ["8.5e3", "1.5e4", "3e4", "6e4"]
+QUICK_DEFAULTS = {"seq_len": 128, "batch": 12, "vocab": 320, "tied": True, "steps": 10, "warmup": 2, "repeats": 7,
                   "time_budget": 200.0}
 DEFAULTS = {"seq_len": 2048, "batch": 8, "vocab": 50304, "tied": False, "steps": 10, "warmup": 3, "repeats": 5,
             "time_budget": None}
@@ -117,6 +120,7 @@ def flash_attention_selectable(model, x, dtype) -> bool:
 
 def bench_size(size: str, args, device, dtype, deadline: float | None = None) -> dict:
     shape = build_shape(size, args.vocab, args.seq_len, args.tied)
+    configure_cpu_threads(device, shape.d_model, args.threads)  # as the trainer would for this shape
     torch.manual_seed(0)
     ours = Transformer(shape, attention="auto").to(device)
     hf = None if args.no_hf else to_hf(ours).to(device).train()
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per timing block")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per model before timing")
     parser.add_argument("--repeats", type=int, default=None, help="timing blocks per model, alternating (median)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: the trainer's rule for each shape)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="seconds for all sizes (--quick: 200): once a size has used its share, it stops "
                              "after its current block, with at least 3 blocks per model")
@@ -201,8 +206,10 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     rows = []
-    header = f"{'size':>10} {'params':>10} {'shape':>8} {'ours tok/s':>12} {'HF tok/s':>12} {'ratio':>6} {'MFU':>6} {'1st step':>9}"
-    print(f"device {device_name(device)}, {dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    header = (f"{'size':>10} {'params':>10} {'shape':>8} {'ours tok/s':>12} {'HF tok/s':>12} {'ratio':>6} {'MFU':>6} "
+              f"{'1st step':>9} {'threads':>7}")
+    threads = args.threads or ("the trainer's rule per shape" if device.type == "cpu" else torch.get_num_threads())
+    print(f"device {device_name(device)}, {dtype}, torch {torch.__version__}, {threads} threads, "
           f"load average {load_average()}; {args.repeats} alternating blocks of {args.steps} step(s) per model, "
           f"batch {args.batch}", flush=True)
     print(header, flush=True)
@@ -215,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(f"{size:>10} {row['params']:>10,} {row['shape']:>8} {row['ours_tokens_per_s']:>12,.0f} "
               f"{row.get('hf_tokens_per_s', float('nan')):>12,.0f} {row.get('ratio', float('nan')):>6.2f} "
-              f"{row.get('mfu', float('nan')):>6.1%} {row['first_step_s']:>8.2f}s", flush=True)
+              f"{row.get('mfu', float('nan')):>6.1%} {row['first_step_s']:>8.2f}s {row['threads']:>7}", flush=True)
     for row in rows:
         print(json.dumps(row), flush=True)
     summary = {"ours_tokens_per_s": statistics.fmean(r["ours_tokens_per_s"] for r in rows),
@@ -226,8 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         summary["ratio"] = math.exp(statistics.fmean(math.log(r["ratio"]) for r in rows))
         summary["ratio_min"] = min(r["ratio"] for r in rows)
     summary.update({"device_name": device_name(device), "dtype": str(dtype).removeprefix("torch."),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "loadavg": load_average(),
-                    "wall_s": round(time.perf_counter() - started, 1)})
+                    "torch": torch.__version__, "threads": sorted({r["threads"] for r in rows}) if len({r["threads"] for r in rows}) > 1
+                    else rows[0]["threads"], "loadavg": load_average(), "wall_s": round(time.perf_counter() - started, 1)})
     print(json.dumps(summary), flush=True)
 
 

@@ -87,7 +87,8 @@ class TrainConfig:
     precision: str = "auto"            # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: Optional[bool] = None     # None: torch.compile on CUDA only
     eval_every: int = 0                # steps between validation evals; 0 = about 10 per run
-    eval_tokens: int = 65536           # validation tokens per eval (bounds its cost)
+    eval_tokens: int = 65536           # validation tokens of the final eval (the run's result)
+    eval_fraction: float = 0.02        # the evals before it cost at most this share of the training compute
     log_every: int = 0                 # steps between progress lines; 0 = about 20 per run
     checkpoint_every: int = 0          # steps between checkpoints; 0 = by time only
     checkpoint_minutes: float = 10.0   # also checkpoint when this many minutes have passed

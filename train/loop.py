@@ -104,6 +104,18 @@ class Trainer:
                                         rank=world.rank, world_size=world.size)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
         self.eval_every = cfg.eval_every or max(1, self.total_steps // 10)
+        # The final evaluation (the run's result) always reads all eval_tokens. The ones before it
+        # only draw the curve, so together they may cost at most eval_fraction of the training
+        # compute: an eval token is a forward pass, a third of a training token's 6N.
+        intermediate_evals = (self.total_steps - 1) // self.eval_every
+        eval_token_budget = 3 * cfg.eval_fraction * budget.tokens / max(1, intermediate_evals)
+        # in sequences, so that every world size and micro-batch size reads the same ones
+        partial_seqs = min(eval_seqs, max(1, int(eval_token_budget // plan.shape.seq_len)))
+        self.val_partial = self.val
+        if partial_seqs < eval_seqs:
+            partial_batch = largest_divisor_at_most(partial_seqs, micro)
+            self.val_partial = prepared.val_batches(plan.shape.seq_len, partial_batch, partial_seqs // partial_batch,
+                                                    rank=world.rank, world_size=world.size)
         self.log_every = cfg.log_every or max(1, self.total_steps // 20)
         self.step = 0            # optimizer steps completed
         self.wall_before = 0.0   # wall seconds spent before a resume
@@ -194,10 +206,12 @@ class Trainer:
         return distributed.all_mean(float(loss_sum), self.world, self.device)
 
     @torch.no_grad()
-    def evaluate(self) -> float:
+    def evaluate(self, final: bool = True) -> float:
+        """Mean validation loss per token: over all eval_tokens, or (final=False) over the first
+        batches of the same set, as many as eval_fraction affords."""
         self.raw_model.eval()
         total, count = 0.0, 0
-        for x, y in self.val:
+        for x, y in (self.val if final else self.val_partial):
             x, y = x.to(self.device), y.to(self.device)
             with self._autocast():
                 total += float(self.raw_model(x, y)) * x.numel()
@@ -254,7 +268,7 @@ class Trainer:
 
             # eval
             if status == "completed" and (self.step % self.eval_every == 0 or self.step == self.total_steps):
-                self.last_val_loss = self.evaluate()
+                self.last_val_loss = self.evaluate(final=self.step == self.total_steps)
                 row["val_loss"] = self.last_val_loss
 
             # log

@@ -54,6 +54,8 @@ def check_run_settings(cfg) -> None:
             raise bad(field, f"must be 0 (automatic) or a positive number of steps, got {cfg[field]}")
     if not cfg.eval_tokens > 0:
         raise bad("eval_tokens", f"must be positive, got {cfg.eval_tokens}")
+    if not 0 <= cfg.eval_fraction <= 1:  # also false for NaN
+        raise bad("eval_fraction", f"must lie in [0, 1] (a share of the training compute), got {cfg.eval_fraction}")
     if not cfg.checkpoint_minutes > 0:  # also false for NaN
         raise bad("checkpoint_minutes", f"must be a positive number of minutes, got {cfg.checkpoint_minutes}")
     if cfg.optim.micro_batch_seqs is not None and cfg.optim.micro_batch_seqs < 0:

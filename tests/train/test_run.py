@@ -146,3 +146,30 @@ def test_dry_run_json_is_consistent():
     catalog = run_cli("-m", "train", "model=llama-70m", "data=embedded_gpt2", "budget.flops=1e18", "dry_run=true")
     assert catalog.returncode == 0, catalog.stderr
     assert json.loads(catalog.stdout.strip().splitlines()[-1])["shape"]["vocab_size"] == 50304
+
+
+def test_eval_fraction_bounds_only_the_evaluations_before_the_last(tmp_path, tiny_run):
+    """The default eval_fraction (2% of the training compute) leaves this 50K-token run one
+    sequence per evaluation before the last; eval_fraction=1 reads all eval_tokens each time.
+    Their losses differ, while training (every train loss) and the final validation loss, the
+    run's result, stay bit for bit the same."""
+    lean_dir, _ = tiny_run
+    full_dir = tmp_path / "full"
+    proc = run_cli("-m", "train", *TINY, f"out_dir={full_dir}", "eval_every=10", "eval_fraction=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lean_rows, full_rows = read_metrics(lean_dir), read_metrics(full_dir)
+    assert [r["train_loss"] for r in lean_rows] == [r["train_loss"] for r in full_rows]
+    lean_evals = {r["step"]: r["val_loss"] for r in lean_rows if "val_loss" in r}
+    full_evals = {r["step"]: r["val_loss"] for r in full_rows if "val_loss" in r}
+    assert lean_evals.keys() == full_evals.keys() and len(lean_evals) >= 3
+    last = max(lean_evals)
+    assert lean_evals[last] == full_evals[last]
+    assert all(lean_evals[step] != full_evals[step] for step in lean_evals if step != last)
+    result = json.loads((lean_dir / "result.json").read_text())
+    assert result["final_val_loss"] == json.loads((full_dir / "result.json").read_text())["final_val_loss"]
+
+
+def test_eval_fraction_out_of_range_is_refused(tmp_path):
+    proc = run_cli("-m", "train", *TINY, f"out_dir={tmp_path / 'r'}", "eval_fraction=1.5")
+    assert proc.returncode == 2 and "eval_fraction: must lie in [0, 1]" in proc.stderr
+    assert not (tmp_path / "r" / "result.json").exists()
