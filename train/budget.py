@@ -39,6 +39,8 @@ def plan_budget(budget_flops: float, flops_per_token: float, convention: str, se
     """
     if not (isinstance(budget_flops, (int, float)) and math.isfinite(budget_flops) and budget_flops > 0):
         raise BudgetError(f"budget.flops: must be a positive finite number, got {budget_flops!r}")
+    if not (math.isfinite(tolerance) and 0 < tolerance < 1):
+        raise BudgetError(f"budget.tolerance: must lie between 0 and 1 (a fraction of C), got {tolerance}")
     if min_steps < 1:
         raise BudgetError(f"budget.min_steps: must be at least 1, got {min_steps}")
     tokens_wanted = budget_flops / flops_per_token

@@ -50,7 +50,14 @@ def peak_lr(rule: str, budget_flops: float, params: int, constant: float,
     if rule == "table":
         if not table:
             raise HparamError("optim.lr_table: lr_rule=table needs a non-empty {params: lr} table")
-        pairs = sorted((float(size), float(lr)) for size, lr in table.items())
+        try:
+            pairs = sorted((float(size), float(lr)) for size, lr in table.items())
+        except (TypeError, ValueError):
+            raise HparamError(f"optim.lr_table: keys and values must be numbers ({{total params: peak lr}}), "
+                              f"got {dict(table)}") from None
+        if not all(math.isfinite(p) and p > 0 and math.isfinite(lr) and lr > 0 for p, lr in pairs):
+            raise HparamError(f"optim.lr_table: sizes and learning rates must be positive finite numbers, "
+                              f"got {dict(table)}")
         return _log_interpolate(params, [p for p, _ in pairs], [lr for _, lr in pairs])
     raise HparamError(f"optim.lr_rule: unknown rule {rule!r}; choose one of {', '.join(LR_RULES)}")
 

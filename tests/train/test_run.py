@@ -173,3 +173,24 @@ def test_eval_fraction_out_of_range_is_refused(tmp_path):
     proc = run_cli("-m", "train", *TINY, f"out_dir={tmp_path / 'r'}", "eval_fraction=1.5")
     assert proc.returncode == 2 and "eval_fraction: must lie in [0, 1]" in proc.stderr
     assert not (tmp_path / "r" / "result.json").exists()
+
+
+def test_export_command_on_a_trained_run(tmp_path, tiny_run):
+    """`python -m train.export RUN_DIR --out DIR` on a real run directory: transformers loads the
+    directory, and its logits equal those of the trained model from the run's checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from train.checkpoint import load_model_for_export
+
+    run_dir, _ = tiny_run
+    proc = run_cli("-m", "train.export", str(run_dir), "--out", str(tmp_path / "hf"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "exported" in proc.stdout
+    ours = load_model_for_export(run_dir).eval()
+    theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    idx = torch.randint(0, ours.shape.vocab_size, (2, ours.shape.seq_len))
+    with torch.no_grad():
+        assert torch.allclose(ours(idx), theirs(input_ids=idx).logits, atol=1e-5, rtol=0)
+    missing = run_cli("-m", "train.export", str(tmp_path / "nothing"), "--out", str(tmp_path / "hf2"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")

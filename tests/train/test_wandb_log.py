@@ -224,3 +224,29 @@ def test_parser_recovers_from_corruption_and_truncation():
     assert list(iter_record_bytes(_write_log(payloads)[:-100])) == payloads[:-1]
     with pytest.raises(ValueError, match="not a .wandb file"):
         list(iter_record_bytes(b"PK\x03\x04 not wandb"))
+
+
+def test_a_real_training_run_logs_its_loss_history_offline(clean_env, tmp_path):
+    """`python -m train wandb.mode=offline`: the run's own .wandb file holds every step's train
+    loss and every validation loss, against tokens and FLOPs, equal to metrics.jsonl."""
+    import json
+
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "train", "model.params=2e4", "budget.flops=5e9", "model.seq_len=64",
+         "model.tie_embeddings=true", "data.vocab_size=512", "optim.batch_tokens=1024", "eval_tokens=2048",
+         "eval_every=10", "wandb.mode=offline", f"out_dir={run_dir}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    history = [row for row in read_offline_history(run_dir) if "train/loss" in row]
+    assert len(history) == len(metrics) >= 20
+    for logged, row in zip(history, metrics):
+        assert (logged["step"], logged["tokens"], logged["flops"]) == (row["step"], row["tokens"], row["flops"])
+        assert logged["train/loss"] == row["train_loss"]  # exact: JSON keeps every bit of a float64
+        assert logged.get("val/loss") == row.get("val_loss")
+    assert sum("val/loss" in r for r in history) >= 3
+    defs = read_offline_metric_definitions(run_dir)
+    assert defs["train/*"]["step_metric"] == "tokens"
