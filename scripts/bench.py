@@ -232,9 +232,10 @@ def main(argv: list[str] | None = None) -> None:
         # geometric mean of the per-size ratios: every size counts alike
         summary["ratio"] = math.exp(statistics.fmean(math.log(r["ratio"]) for r in rows))
         summary["ratio_min"] = min(r["ratio"] for r in rows)
+    threads_used = sorted({r["threads"] for r in rows})  # per shape: one number, or the list where sizes differ
     summary.update({"device_name": device_name(device), "dtype": str(dtype).removeprefix("torch."),
-                    "torch": torch.__version__, "threads": sorted({r["threads"] for r in rows}) if len({r["threads"] for r in rows}) > 1
-                    else rows[0]["threads"], "loadavg": load_average(), "wall_s": round(time.perf_counter() - started, 1)})
+                    "torch": torch.__version__, "threads": threads_used[0] if len(threads_used) == 1 else threads_used,
+                    "loadavg": load_average(), "wall_s": round(time.perf_counter() - started, 1)})
     print(json.dumps(summary), flush=True)
 
 

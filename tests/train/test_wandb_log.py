@@ -7,6 +7,7 @@ by our own reader. The parser is also checked on synthetic files for the format'
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import struct
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from train.wandb_log import WandbLogger, resolve_mode, scrub_config
 from train.wandb_offline import (
     BLOCK,
@@ -229,16 +231,11 @@ def test_parser_recovers_from_corruption_and_truncation():
 def test_a_real_training_run_logs_its_loss_history_offline(clean_env, tmp_path):
     """`python -m train wandb.mode=offline`: the run's own .wandb file holds every step's train
     loss and every validation loss, against tokens and FLOPs, equal to metrics.jsonl."""
-    import json
-
-    run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-m", "train", "model.params=2e4", "budget.flops=5e9", "model.seq_len=64",
-         "model.tie_embeddings=true", "data.vocab_size=512", "optim.batch_tokens=1024", "eval_tokens=2048",
-         "eval_every=10", "wandb.mode=offline", f"out_dir={run_dir}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=110)
+    run_dir = tmp_path / "run"  # clean_env has removed WANDB_MODE from the environment run_cli passes on
+    proc = run_cli("-m", "train", "model.params=2e4", "budget.flops=5e9", "model.seq_len=64",
+                   "model.tie_embeddings=true", "data.vocab_size=512", "optim.batch_tokens=1024", "eval_tokens=2048",
+                   "eval_every=10", "wandb.mode=offline", f"out_dir={run_dir}", env={"OMP_NUM_THREADS": "1"},
+                   timeout=110)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     history = [row for row in read_offline_history(run_dir) if "train/loss" in row]
