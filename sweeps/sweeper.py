@@ -95,7 +95,8 @@ class IsoflopSweeper(Sweeper):
         pending = [p for p in points if states[p.plan.run_id] not in FINISHED + ("running",)]
         busy = sum(states[p.plan.run_id] == "running" for p in points)
         if busy and not cfg.dry_run:
-            say(f"warning: {busy} runs are being trained by another process; skipping them here")
+            say(f"warning: {busy} run{'s are' if busy > 1 else ' is'} being trained by another process; "
+                f"skipping {'them' if busy > 1 else 'it'} here")
         launched = 0
         if not cfg.dry_run:
             sweep_dir.mkdir(parents=True, exist_ok=True)
