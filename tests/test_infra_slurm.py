@@ -17,7 +17,7 @@ import pytest
 from tests import slurm_cluster
 from tests.slurm_cluster import GPUS, NODE, PARTITION, URGENT_PARTITION, require_slurm
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(120, func_only=True)  # the cluster's start (an install on a fresh machine) is not timed
 slurm = pytest.mark.slurm
 
 
@@ -46,7 +46,8 @@ def _wait(pred, timeout: float, what: str, poll: float = 0.2):
 def test_node_is_up_with_fake_gpus(env):
     line = _sh(env, "sinfo", "-h", "-N", "-n", NODE, "-o", "%N|%t|%G|%P")
     assert NODE in line and f"gpu:{GPUS}" in line, line
-    assert line.split("|")[1].strip() in {"idle", "mix", "alloc"}, line
+    # comp: still completing the last test's job (its epilog and cleanup), which is an up node too
+    assert line.split("|")[1].strip() in {"idle", "mix", "alloc", "comp"}, line
 
 
 @slurm

@@ -149,6 +149,10 @@ class MetricsLog:
             raise
 
 
+ACQUIRE_TRIES = 10
+ACQUIRE_RETRY_S = 0.05
+
+
 class RunLocked(RuntimeError):
     """Another live process holds the run directory's lock."""
 
@@ -171,13 +175,20 @@ class RunLock:
         """Take the lock, or raise RunLocked naming its holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            handle.close()
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunLocked(f"{self.path.parent}: locked by another process ({self.holder()})") from None
-            raise
+        for attempt in range(ACQUIRE_TRIES):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as error:
+                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    handle.close()
+                    raise
+                if attempt == ACQUIRE_TRIES - 1:
+                    handle.close()
+                    raise RunLocked(f"{self.path.parent}: locked by another process ({self.holder()})") from None
+                # a `run_is_locked` probe (a sweep planning its grid) holds a shared lock for microseconds;
+                # a trainer holds it for the whole run, so a lock still taken after the retries is a real holder
+                time.sleep(ACQUIRE_RETRY_S)
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "since": time.time()}) + "\n")

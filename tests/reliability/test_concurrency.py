@@ -14,6 +14,7 @@ import sys
 
 from tests.conftest import REPO, run_cli
 from tests.reliability.helpers import ENV, MICRO
+from train.data import DataConfig, prepare_data
 from train.rundir import RunLock, RunLocked, run_is_locked
 
 SWEEP = ["sweep=demo", "sweep.budgets=[1e10]", "sweep.sizes_per_budget=3", "sweep.span=4", "sweep.tokens_per_param=2",
@@ -23,14 +24,23 @@ SWEEP = ["sweep=demo", "sweep.budgets=[1e10]", "sweep.sizes_per_budget=3", "swee
 def test_two_sweeps_on_one_directory_train_each_run_once(tmp_path):
     sweep_dir = tmp_path / "sweep"
     env = os.environ | ENV | {"ISOFLOP_FAULT": "step:*:sleep0.03"}  # runs of 1-3 s, so that the two overlap
+    # the demo's corpus, tokenized now: on a cold cache one sweep would tokenize it while the other,
+    # waiting on the data lock, could start only after the first had trained every run
+    prepare_data(DataConfig(vocab_size=320))
     procs, logs = [], []
-    for name in ("a", "b"):
-        logs.append(tmp_path / f"{name}.log")
-        with open(logs[-1], "w") as out:
-            procs.append(subprocess.Popen([sys.executable, "-m", "sweeps", *SWEEP, f"sweep.out_dir={sweep_dir}"],
-                                          cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
-    for proc in procs:
-        proc.wait(timeout=300)
+    try:
+        for name in ("a", "b"):
+            logs.append(tmp_path / f"{name}.log")
+            with open(logs[-1], "w") as out:
+                procs.append(subprocess.Popen([sys.executable, "-m", "sweeps", *SWEEP, f"sweep.out_dir={sweep_dir}"],
+                                              cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
+        for proc in procs:
+            proc.wait(timeout=300)
+    finally:  # a sweep that hangs must not load the tests after this one
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     out = [log.read_text() for log in logs]
     assert [p.returncode for p in procs] == [0, 0], "\n-----\n".join(o[-3000:] for o in out)
 
@@ -86,3 +96,24 @@ def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_path):
     lock.acquire()  # taken over at once: the kernel dropped the dead process's flock
     assert f"pid {os.getpid()} on " in lock.holder()
     lock.release()
+
+
+def test_a_status_probe_does_not_turn_a_starting_trainer_away(tmp_path):
+    """`run_is_locked` (a sweep planning its grid) takes a shared lock for an instant; a trainer's
+    acquire that lands in that instant retries instead of reporting the run as taken."""
+    import fcntl
+    import threading
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    probe = open(run_dir / ".lock", "a+")
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # the probe's lock, as run_is_locked takes it
+    threading.Timer(0.15, lambda: fcntl.flock(probe, fcntl.LOCK_UN)).start()
+    lock = RunLock(run_dir)
+    lock.acquire()  # granted once the probe lets go, within the retries
+    try:
+        assert f"pid {os.getpid()} on " in lock.holder()
+        assert run_is_locked(run_dir)
+    finally:
+        lock.release()
+        probe.close()

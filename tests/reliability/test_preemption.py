@@ -22,7 +22,8 @@ import pytest
 from tests.conftest import REPO
 from tests.reliability.helpers import ENV, MICRO, STEPS, metrics, popen_train, result, same_result, train
 
-SLOW = "step:*:sleep0.05"  # a slow step, so that the signal lands mid-run
+SLOW = "step:*:sleep0.15"  # a slow step, so that the signal lands mid-run: the resumed run's window
+# between its next checkpoint and its end is 28 steps, 4 s at this pace
 EXIT_PREEMPTED = 75
 STOP_BOUND_S = 10.0  # signal to exit: one step plus one checkpoint write, with room for a busy machine
 
@@ -88,11 +89,20 @@ def _job_log(submitit: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in sorted(submitit.rglob("*_log.out")))
 
 
+@pytest.fixture(scope="module")
+def slurm_env() -> dict[str, str]:
+    """The localhost cluster, started outside the test's timeout (a fresh machine installs it first)."""
+    from tests.slurm_cluster import require_slurm
+    return require_slurm()
+
+
 @pytest.mark.slurm
-@pytest.mark.timeout(300)
-def test_slurm_usr2_requeue_and_urgent_preemption_resume(tmp_path, reference):
-    from tests.slurm_cluster import GPUS, PARTITION, URGENT_PARTITION, require_slurm
-    env = require_slurm() | ENV | {"ISOFLOP_FAULT": "step:*:sleep0.15"}
+@pytest.mark.timeout(400, func_only=True)
+def test_slurm_usr2_requeue_and_urgent_preemption_resume(tmp_path, reference, slurm_env):
+    from tests.slurm_cluster import GPUS, PARTITION, URGENT_PARTITION
+    # 0.5 s steps (21 s of training): each signal has about 14 s to land after the checkpoint that the
+    # test waits for, against the scheduler's 2 s pass and the requeue on a busy 2-core machine
+    env = slurm_env | ENV | {"ISOFLOP_FAULT": "step:*:sleep0.5"}
     sweep_dir = tmp_path / "sweep"
     run_dir = sweep_dir / "runs" / "micro"
     submitit = sweep_dir / ".submitit"
@@ -107,12 +117,12 @@ def test_slurm_usr2_requeue_and_urgent_preemption_resume(tmp_path, reference):
     log = tmp_path / "client.log"
     with open(log, "w") as out:
         client = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    urgent = None
-    try:
-        def job_id():
-            ids = [p.name for p in submitit.glob("*") if p.is_dir() and p.name[0].isdigit()]
-            return ids[0] if ids else None
+    def job_id():
+        ids = [p.name for p in submitit.glob("*") if p.is_dir() and p.name[0].isdigit()]
+        return ids[0] if ids else None
 
+    urgent, jid = None, None
+    try:
         # 1. submitit's time-limit signal (USR2), sent as SLURM would before the limit
         _wait_for(lambda: _checkpoints(run_dir) or client.poll() is not None, 120, "the job's first checkpoint")
         assert client.poll() is None, log.read_text()[-3000:]
@@ -126,13 +136,15 @@ def test_slurm_usr2_requeue_and_urgent_preemption_resume(tmp_path, reference):
         urgent = subprocess.run(["sbatch", "--parsable", f"-p{URGENT_PARTITION}", "--gres=gpu:1", "-c", "1",
                                  "-t", "1", "-o", str(tmp_path / "urgent.out"), "--wrap", "sleep 1"],
                                 env=env, capture_output=True, text=True, check=True).stdout.strip()
-        client.wait(timeout=240)
+        client.wait(timeout=300)
     finally:
         if client.poll() is None:
             client.kill()
             client.wait()
-        if urgent:
-            subprocess.run(["scancel", urgent], env=env, check=False)
+        # a job left queued would hold every fake GPU and fail the SLURM tests after this one
+        for job in (urgent, jid or job_id()):
+            if job:
+                subprocess.run(["scancel", job], env=env, check=False)
     job_log = _job_log(submitit)
     assert client.returncode == 0, log.read_text()[-3000:] + job_log[-3000:]
     second_stop = int(re.search(r"SIGTERM: stopped at step (\d+)/", job_log).group(1))

@@ -3,7 +3,10 @@
 Every job runs a tiny recorder program instead of training: it writes down the
 CUDA_VISIBLE_DEVICES it was given, its pid and when it started and ended, then sleeps. From those
 intervals the tests check that every job ran, that the pool ran as many jobs at once as it has
-slots, and that no two jobs that overlapped in time were ever given the same GPU.
+slots, and that no two jobs that overlapped in time were ever given the same GPU. With
+`barrier=K` the first K jobs wait for each other before they sleep: on a loaded machine a job's
+interpreter can take longer to start than the one before it sleeps, and the peak that the pool
+allows would then go unmeasured.
 """
 from __future__ import annotations
 
@@ -28,6 +31,12 @@ RECORDER = textwrap.dedent("""\
     start = time.time()
     record, args = sys.argv[1], sys.argv[2:]
     opts = dict(a.split("=", 1) for a in args if "=" in a)
+    if "barrier" in opts:  # wait (10 s at most) until that many jobs have started, so that they surely overlap
+        starts = os.path.join(os.path.dirname(record), "starts")
+        os.makedirs(starts, exist_ok=True)
+        open(os.path.join(starts, str(os.getpid())), "w").close()
+        while len(os.listdir(starts)) < int(opts["barrier"]) and time.time() < start + 10:
+            time.sleep(0.02)
     time.sleep(float(opts.get("sleep", 0.5)))
     entry = {"job": opts.get("job"), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
              "rank": os.environ.get("LOCAL_RANK"), "world": os.environ.get("WORLD_SIZE"),
@@ -46,6 +55,10 @@ def recorder(tmp_path):
     script.write_text(RECORDER)
     record = tmp_path / "record.jsonl"
     return [sys.executable, str(script), str(record)], record
+
+
+def with_barrier(command: list[str], jobs_at_once: int) -> list[str]:
+    return [*command, f"barrier={jobs_at_once}"]
 
 
 def read_record(path: Path) -> list[dict]:
@@ -89,7 +102,7 @@ def jobs(tmp_path: Path, n: int, **options) -> list[list[str]]:
 
 def test_seven_jobs_over_three_gpus_never_share_one(tmp_path, recorder, capsys):
     command, record = recorder
-    launcher = GpuPoolLauncher(gpus=[0, 1, 2], command=command)
+    launcher = GpuPoolLauncher(gpus=[0, 1, 2], command=with_barrier(command, 3))
     returns = launcher.launch(jobs(tmp_path, 7), initial_job_idx=0)
 
     assert [r.status for r in returns] == [JobStatus.COMPLETED] * 7
@@ -118,7 +131,7 @@ def test_the_checker_catches_a_shared_gpu():
 
 def test_two_gpus_per_run_get_disjoint_pairs(tmp_path, recorder):
     command, record = recorder
-    launcher = GpuPoolLauncher(gpus=[0, 1, 2, 3], gpus_per_run=2, command=command, torchrun=False)
+    launcher = GpuPoolLauncher(gpus=[0, 1, 2, 3], gpus_per_run=2, command=with_barrier(command, 2), torchrun=False)
     returns = launcher.launch(jobs(tmp_path, 6), initial_job_idx=0)
 
     assert all(r.status == JobStatus.COMPLETED for r in returns)
@@ -153,7 +166,7 @@ def test_torchrun_command_line():
 
 def test_runs_per_gpu_puts_at_most_that_many_on_one_gpu(tmp_path, recorder, capsys):
     command, record = recorder
-    launcher = GpuPoolLauncher(gpus=[0, 1], runs_per_gpu=2, command=command)
+    launcher = GpuPoolLauncher(gpus=[0, 1], runs_per_gpu=2, command=with_barrier(command, 4))
     returns = launcher.launch(jobs(tmp_path, 8), initial_job_idx=0)
 
     assert all(r.status == JobStatus.COMPLETED for r in returns)
@@ -169,7 +182,7 @@ def test_runs_per_gpu_puts_at_most_that_many_on_one_gpu(tmp_path, recorder, caps
 
 def test_max_concurrent_caps_the_pool(tmp_path, recorder):
     command, record = recorder
-    launcher = GpuPoolLauncher(gpus=[0, 1, 2], max_concurrent=2, command=command)
+    launcher = GpuPoolLauncher(gpus=[0, 1, 2], max_concurrent=2, command=with_barrier(command, 2))
     launcher.launch(jobs(tmp_path, 4, sleep=0.3), initial_job_idx=0)
     assert max_concurrency(read_record(record)) == 2
 
@@ -246,7 +259,7 @@ def test_a_real_hydra_sweep_runs_through_the_pool(tmp_path, recorder):
     """`python -m sweeps ... hydra/launcher=gpu_pool`: the IsoFLOP sweeper hands its grid to the pool."""
     command, record = recorder
     sweep_dir = tmp_path / "sweep"
-    as_list = "[" + ",".join(f"'{c}'" for c in command) + "]"
+    as_list = "[" + ",".join(f"'{c}'" for c in with_barrier(command, 3)) + "]"
     proc = subprocess.run(
         [sys.executable, "-m", "sweeps", "sweep=demo", f"sweep.out_dir={sweep_dir}", "sweep.budgets=[1e12]",
          "sweep.sizes_per_budget=7", "sweep.span=8", "hydra/launcher=gpu_pool", "hydra.launcher.gpus=[0,1,2]",

@@ -23,6 +23,7 @@ import pytest
 
 from sweeps.refine import find_edges
 from tests.conftest import REPO, run_cli
+from train.data import DataConfig, prepare_data
 
 # The demo preset made tiny: sizes near the smallest shape the rule can build, budgets of 1e10
 # and 2e10 FLOPs, batches of 1024 tokens. Few tokens per parameter (tokens_per_param=2) puts
@@ -103,6 +104,8 @@ def finished(tmp_path_factory):
 
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
     sweep_dir = tmp_path / "dry"
+    # the plan counts the corpus's unique tokens; tokenizing it once, on a cold cache, is not the plan's time
+    prepare_data(DataConfig(vocab_size=320))
     began = time.time()
     proc = sweep_cli(*tiny(sweep_dir, "dry_run=true"))
     elapsed = time.time() - began

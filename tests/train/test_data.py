@@ -186,10 +186,8 @@ def test_cache_reuse_and_keys(tmp_path):
                      cache_dir=str(tmp_path / "cache"))
     d1 = prepare_data(cfg)
     mtime = os.stat(d1.train_path).st_mtime_ns
-    t0 = time.perf_counter()
     d2 = prepare_data(cfg)
-    assert time.perf_counter() - t0 < 1.0
-    assert d2 == d1 and os.stat(d2.train_path).st_mtime_ns == mtime
+    assert d2 == d1 and os.stat(d2.train_path).st_mtime_ns == mtime  # a hit: nothing tokenized or rewritten
     # the preset name is not part of the key; the tokenizer and the content are
     cfg_b = DataConfig(**{**cfg.__dict__, "name": "b"})
     assert prepare_data(cfg_b).cache_key == d1.cache_key

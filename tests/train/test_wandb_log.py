@@ -46,6 +46,11 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    # an in-process run exports WANDB_SERVICE (its wandb-core's address); a child process that inherits
+    # it logs through that service and exits without waiting for its own flush. Recorded here, the
+    # variable is unset again after each test, whichever test's run set it.
+    monkeypatch.setenv("WANDB_SERVICE", "")
+    monkeypatch.delenv("WANDB_SERVICE")
 
 
 def _synthetic_history(n: int = 40):
@@ -109,7 +114,6 @@ def test_api_key_never_written(clean_env, tmp_path):
         "    wb.log({'tokens': 1, 'flops': 6e6, 'train/loss': 2.5})\n"
     )
     env = dict(os.environ, WANDB_API_KEY=BOGUS_KEY)
-    env.pop("WANDB_SERVICE", None)  # set by an earlier in-process run: would reuse its service
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=90)  # fmt: skip
     assert out.returncode == 0, out.stderr
