@@ -24,3 +24,15 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: float = 300, env: dict | None
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def demo_corpus():
+    """The demo preset's corpus (configs/sweep/demo.yaml's vocabulary), tokenized into the cache
+    now. Tests that time a sweep, or need two sweeps to overlap, start from a warm cache: on a
+    cold one the first process tokenizes the corpus for several seconds while the others wait."""
+    from omegaconf import OmegaConf
+
+    from train.data import DataConfig, prepare_data
+    vocab_size = OmegaConf.load(REPO / "configs" / "sweep" / "demo.yaml").data.vocab_size
+    return prepare_data(DataConfig(vocab_size=vocab_size))

@@ -175,7 +175,9 @@ class RunLock:
         """Take the lock, or raise RunLocked naming its holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
-        for attempt in range(ACQUIRE_TRIES):
+        # a `run_is_locked` probe (a sweep planning its grid) holds a shared lock for microseconds;
+        # a trainer holds it for the whole run, so a lock still taken after the retries is a real holder
+        for _ in range(ACQUIRE_TRIES):
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
@@ -183,12 +185,10 @@ class RunLock:
                 if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     handle.close()
                     raise
-                if attempt == ACQUIRE_TRIES - 1:
-                    handle.close()
-                    raise RunLocked(f"{self.path.parent}: locked by another process ({self.holder()})") from None
-                # a `run_is_locked` probe (a sweep planning its grid) holds a shared lock for microseconds;
-                # a trainer holds it for the whole run, so a lock still taken after the retries is a real holder
                 time.sleep(ACQUIRE_RETRY_S)
+        else:
+            handle.close()
+            raise RunLocked(f"{self.path.parent}: locked by another process ({self.holder()})")
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "since": time.time()}) + "\n")

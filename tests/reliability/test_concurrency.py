@@ -14,19 +14,15 @@ import sys
 
 from tests.conftest import REPO, run_cli
 from tests.reliability.helpers import ENV, MICRO
-from train.data import DataConfig, prepare_data
 from train.rundir import RunLock, RunLocked, run_is_locked
 
 SWEEP = ["sweep=demo", "sweep.budgets=[1e10]", "sweep.sizes_per_budget=3", "sweep.span=4", "sweep.tokens_per_param=2",
          "model.seq_len=64", "optim.batch_tokens=1024", "eval_tokens=2048", "checkpoint_every=10", "wandb.mode=disabled"]
 
 
-def test_two_sweeps_on_one_directory_train_each_run_once(tmp_path):
+def test_two_sweeps_on_one_directory_train_each_run_once(tmp_path, demo_corpus):
     sweep_dir = tmp_path / "sweep"
     env = os.environ | ENV | {"ISOFLOP_FAULT": "step:*:sleep0.03"}  # runs of 1-3 s, so that the two overlap
-    # the demo's corpus, tokenized now: on a cold cache one sweep would tokenize it while the other,
-    # waiting on the data lock, could start only after the first had trained every run
-    prepare_data(DataConfig(vocab_size=320))
     procs, logs = [], []
     try:
         for name in ("a", "b"):

@@ -23,7 +23,6 @@ import pytest
 
 from sweeps.refine import find_edges
 from tests.conftest import REPO, run_cli
-from train.data import DataConfig, prepare_data
 
 # The demo preset made tiny: sizes near the smallest shape the rule can build, budgets of 1e10
 # and 2e10 FLOPs, batches of 1024 tokens. Few tokens per parameter (tokens_per_param=2) puts
@@ -102,10 +101,9 @@ def finished(tmp_path_factory):
 
 # --- the plan before the spend ----------------------------------------------------------------
 
-def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, demo_corpus):
     sweep_dir = tmp_path / "dry"
-    # the plan counts the corpus's unique tokens; tokenizing it once, on a cold cache, is not the plan's time
-    prepare_data(DataConfig(vocab_size=320))
+    # demo_corpus: the plan counts the corpus's unique tokens; tokenizing it is not the plan's time
     began = time.time()
     proc = sweep_cli(*tiny(sweep_dir, "dry_run=true"))
     elapsed = time.time() - began
