@@ -48,11 +48,11 @@ def hydra_number(x: float) -> str:
 def train_command(N: float, C: float, convention: str, vocab_size: int = DEFAULT_VOCAB) -> str:
     """`python -m train ...` for the catalog model nearest N (within 15%), else a shape-rule model.
 
-    train.shapes.nearest_catalog_name returns None when no catalog entry is within the
+    train.plan.shapes.nearest_catalog_name returns None when no catalog entry is within the
     tolerance. It is pure Python (no torch); without it the plan falls back to model.params."""
     name = None
     try:
-        from train.shapes import CATALOG, nearest_catalog_name
+        from train.plan.shapes import CATALOG, nearest_catalog_name
 
         name = nearest_catalog_name(N, vocab_size=vocab_size, tolerance=CATALOG_TOLERANCE)
         if name not in CATALOG:

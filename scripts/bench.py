@@ -12,7 +12,7 @@ after at least 3 blocks per model). Prints
 a table, one JSON line per size, and last a JSON summary with ours_tokens_per_s, hf_tokens_per_s,
 ratio (ours / theirs; over several sizes the geometric mean of the per-size ratios) and the device.
 
-Threads: on the CPU, what `python -m train` picks for the shape (train/device.py: one thread below
+Threads: on the CPU, what `python -m train` picks for the shape (train/run/device.py: one thread below
 d_model 512, else torch's default), unless `--threads` is given; both models get the same. On a
 shared CPU the result depends on the load (os.getloadavg() is printed with it): see
 docs/performance.md.
@@ -33,12 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from train.device import configure_cpu_threads, describe, peak_flops, pick_device, pick_dtype  # noqa: E402
+from train.run.device import configure_cpu_threads, describe, peak_flops, pick_device, pick_dtype  # noqa: E402
 from train.export import to_hf  # noqa: E402
-from train.flops import flops_per_token  # noqa: E402
+from train.plan.flops import flops_per_token  # noqa: E402
 from train.model import Transformer  # noqa: E402
-from train.params import count_params  # noqa: E402
-from train.shapes import CATALOG, catalog_shape, shape_from_params  # noqa: E402
+from train.plan.params import count_params  # noqa: E402
+from train.plan.shapes import CATALOG, catalog_shape, shape_from_params  # noqa: E402
 
 # The demo sweep's model sizes and batch (configs/sweep/demo.yaml: 8.5K-64K parameters, vocabulary
 # 320, tied, seq_len 128; its DeepSeek-rule batch is 1,152-1,792 tokens, 9-14 sequences). Blocks

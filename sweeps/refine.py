@@ -74,7 +74,7 @@ def find_edges(rows: list[dict], budgets: list[float], convention: str, ratio: f
 
 def save_command(sweep_dir: Path, overrides: list[str], hydra_overrides: list[str]) -> None:
     """Record the overrides that made this sweep, so that `refine` can replay them."""
-    from train.rundir import atomic_write_json
+    from train.run.rundir import atomic_write_json
     keep = [o for o in [*overrides, *hydra_overrides] if _key(o) not in NOT_REPLAYED]
     atomic_write_json(Path(sweep_dir) / COMMAND_FILE, {"overrides": keep})
 

@@ -20,9 +20,9 @@ from sweeps.estimate import detect_device_kind, throughput_for
 from sweeps.grid import GridError, budgets_of, GridPoint, build_grid, grid_ratio, make_point, outside_bounds, sweep_dir_of
 from sweeps.plan_table import format_table, plan_rows, plan_warnings
 from sweeps.refine import find_edges, save_command
-from sweeps.results import read_results_csv, run_state, write_results_csv
+from train.run.results_table import read_results_csv, run_state, write_results_csv
 from train.errors import USER_ERRORS
-from train.rundir import atomic_write_bytes, atomic_write_json
+from train.run.rundir import atomic_write_bytes, atomic_write_json
 
 FINISHED = ("completed", "diverged")
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tests.conftest import REPO, run_cli
-from train.shapes import CATALOG
+from train.plan.shapes import CATALOG
 
 SWEEP_PRESETS = sorted(p.stem for p in (REPO / "configs" / "sweep").glob("*.yaml") if p.stem != "none")
 DATA_PRESETS = sorted(p.stem for p in (REPO / "configs" / "data").glob("*.yaml"))

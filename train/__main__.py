@@ -22,32 +22,26 @@ def in_sweep() -> bool:
 
 @hydra.main(config_path=CONFIG_DIR, config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> dict | None:
-    from train.plan import make_plan
+    from train.run.lifecycle import cli_errors, run_training
+    from train.run.results_table import update_results_csv, write_results_csv
     if in_sweep():
         # One job of a sweep: errors go back to the sweeper as a failed job, and the sweep's
         # results table is brought up to date as each run ends.
-        from sweeps.results import write_results_csv
-        from train.run import run_training
         try:
             return run_training(cfg)
         finally:
             write_results_csv(Path(cfg.sweep.out_dir))
-    from train.run import cli_errors
-    with cli_errors():  # one `error: ...` line and a distinct exit code (train/run.py)
+    with cli_errors():  # one `error: ...` line and a distinct exit code (train/run/lifecycle.py)
+        if cfg.dry_run:
+            from train.plan import make_plan
+            print(json.dumps(make_plan(cfg).to_dict()))
+            return None
         try:
-            if cfg.dry_run:
-                print(json.dumps(make_plan(cfg).to_dict()))
-                return None
-            from train.run import run_training
             result = run_training(cfg)
         finally:
-            if cfg.sweep.name and cfg.sweep.out_dir and not cfg.dry_run:
+            if cfg.sweep.name and cfg.sweep.out_dir:
                 # a sweep job launched as its own process (GPU pool): keep the sweep's table current
-                from sweeps.results import write_results_csv
-                try:
-                    write_results_csv(Path(cfg.sweep.out_dir))
-                except OSError as error:  # e.g. a full disk: the run's own error says more
-                    print(f"warning: {cfg.sweep.out_dir}/results.csv not updated: {error}", file=sys.stderr)
+                update_results_csv(Path(cfg.sweep.out_dir))
     if result is not None and result["status"] != "completed":
         sys.exit(3)
     return result

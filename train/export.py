@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from train.model import RMS_NORM_EPS, ROPE_THETA, Transformer
-from train.shapes import ModelShape
+from train.plan.shapes import ModelShape
 
 
 def llama_config(shape: ModelShape):
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="a run directory written by `python -m train`")
     parser.add_argument("--out", required=True, help="directory for the Hugging Face model")
     args = parser.parse_args(argv)
-    from train.checkpoint import CheckpointError, load_model_for_export
+    from train.run.checkpoint import CheckpointError, load_model_for_export
     try:
         model = load_model_for_export(Path(args.run_dir))
     except (CheckpointError, FileNotFoundError) as error:

@@ -25,7 +25,7 @@ def _schema_fields(cls) -> dict:
 def _group_options(config_dir: Path, group: str) -> set[str]:
     options = {p.stem for p in (config_dir / group).glob("*.yaml")}
     if group == "model":
-        from train.shapes import CATALOG
+        from train.plan.shapes import CATALOG
         options |= set(CATALOG) | {"rule"}
     return options
 

@@ -179,14 +179,14 @@ def test_plan_point_values_without_bootstrap():
 
 
 def test_train_command_catalog_and_fallback(monkeypatch):
-    fake = types.ModuleType("train.shapes")
+    fake = types.ModuleType("train.plan.shapes")
     fake.CATALOG = {"llama-125m": object()}
     fake.nearest_catalog_name = lambda n, vocab_size=50304, tolerance=0.15: "llama-125m" if abs(n / 1.25e8 - 1) <= tolerance else None
-    monkeypatch.setitem(sys.modules, "train.shapes", fake)
+    monkeypatch.setitem(sys.modules, "train.plan.shapes", fake)
     assert train_command(1.3e8, 2e19, "6N") == "python -m train model=llama-125m budget.flops=2e19 budget.convention=6N"
     assert train_command(5e9, 1e22, "6N+attn") == "python -m train model.params=5000000000 budget.flops=1e22 budget.convention=6N+attn"
-    broken = types.ModuleType("train.shapes")  # a module without the interface: fall back, don't crash
-    monkeypatch.setitem(sys.modules, "train.shapes", broken)
+    broken = types.ModuleType("train.plan.shapes")  # a module without the interface: fall back, don't crash
+    monkeypatch.setitem(sys.modules, "train.plan.shapes", broken)
     assert "model.params=130000000" in train_command(1.3e8, 2e19, "6N")
 
 

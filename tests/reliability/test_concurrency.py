@@ -14,7 +14,7 @@ import sys
 
 from tests.conftest import REPO, run_cli
 from tests.reliability.helpers import ENV, MICRO
-from train.rundir import RunLock, RunLocked, run_is_locked
+from train.run.rundir import RunLock, RunLocked, run_is_locked
 
 SWEEP = ["sweep=demo", "sweep.budgets=[1e10]", "sweep.sizes_per_budget=3", "sweep.span=4", "sweep.tokens_per_param=2",
          "model.seq_len=64", "optim.batch_tokens=1024", "eval_tokens=2048", "checkpoint_every=10", "wandb.mode=disabled"]
@@ -66,7 +66,7 @@ def test_two_sweeps_on_one_directory_train_each_run_once(tmp_path, demo_corpus):
 def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_path):
     run_dir = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom train.rundir import RunLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom train.run.rundir import RunLock\n"
          f"lock = RunLock({str(run_dir)!r})\nlock.acquire()\nprint('locked', flush=True)\ntime.sleep(120)"],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from sweeps.results import run_state
+from train.run.results_table import run_state
 from tests.reliability.helpers import STEPS, copy_run, result, same_result, train
 
 

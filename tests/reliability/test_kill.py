@@ -3,7 +3,7 @@ by a re-run of the same command; the run ends equal, bit for bit, to one never i
 
 The run is launched as a sweep job would launch it by itself (`sweep.name`, `sweep.out_dir`), so
 that every process also rebuilds the sweep's results.csv and the CSV writes can be killed too.
-The process kills itself with SIGKILL through ISOFLOP_FAULT (train/faults.py): no handler, no
+The process kills itself with SIGKILL through ISOFLOP_FAULT (train/run/faults.py): no handler, no
 `finally`, no flush runs, as when a node dies. After each kill the test checks what a reader of
 the directory would see: result.json absent or whole, every checkpoint loadable, results.csv
 absent or a whole table. The next process in the chain is the re-run, and resumes from the

@@ -2,10 +2,10 @@ import math
 
 import pytest
 
-from train.budget import BudgetError, plan_budget
-from train.flops import flops_per_token
-from train.hparams import deepseek_batch_tokens, deepseek_lr, peak_lr, warmup_steps
-from train.shapes import CATALOG, shape_from_params
+from train.plan.budget import BudgetError, plan_budget
+from train.plan.flops import flops_per_token
+from train.plan.hparams import deepseek_batch_tokens, deepseek_lr, peak_lr, warmup_steps
+from train.plan.shapes import CATALOG, shape_from_params
 
 
 @pytest.mark.parametrize("budget,target_n", [(3e11, 1e6), (1e12, 3e5), (1e13, 3e6), (6e18, 1.6e8), (1e21, 1e9)])

@@ -3,10 +3,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from train.flops import CONVENTIONS, attention_flops_per_token, flops_per_token
+from train.plan.flops import CONVENTIONS, attention_flops_per_token, flops_per_token
 from train.model import Transformer
-from train.params import count_params
-from train.shapes import CATALOG, ModelShape
+from train.plan.params import count_params
+from train.plan.shapes import CATALOG, ModelShape
 
 SMALL_SHAPES = [
     ModelShape(n_layer=2, d_model=64, n_head=2, head_dim=32, d_ff=176, vocab_size=512, seq_len=64),

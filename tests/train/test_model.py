@@ -3,7 +3,7 @@ import torch
 
 from train.export import export_model, to_hf
 from train.model import Transformer
-from train.shapes import ModelShape
+from train.plan.shapes import ModelShape
 
 SHAPES = [
     ModelShape(n_layer=2, d_model=64, n_head=2, head_dim=32, d_ff=176, vocab_size=256, seq_len=32),

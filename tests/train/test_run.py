@@ -175,7 +175,7 @@ def test_export_command_on_a_trained_run(tmp_path, tiny_run):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from train.checkpoint import load_model_for_export
+    from train.run.checkpoint import load_model_for_export
 
     run_dir, _ = tiny_run
     proc = run_cli("-m", "train.export", str(run_dir), "--out", str(tmp_path / "hf"))

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from train.model import Transformer
-from train.params import count_params
-from train.shapes import (CATALOG, ModelShape, ShapeError, catalog_shape, nearest_catalog_name,
+from train.plan.params import count_params
+from train.plan.shapes import (CATALOG, ModelShape, ShapeError, catalog_shape, nearest_catalog_name,
                           shape_from_params, shape_from_width_depth)
 
 

@@ -1,4 +1,4 @@
-"""WandbLogger writes a real offline wandb run, and train.wandb_offline reads it back exactly.
+"""WandbLogger writes a real offline wandb run, and train.tracking.wandb_offline reads it back exactly.
 
 No server: wandb runs offline (its wandb-core service writes run-*.wandb), and the file is parsed
 by our own reader. The parser is also checked on synthetic files for the format's edge cases
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from train.wandb_log import WandbLogger, resolve_mode, scrub_config
-from train.wandb_offline import (
+from train.tracking.wandb_log import WandbLogger, resolve_mode, scrub_config
+from train.tracking.wandb_offline import (
     BLOCK,
     find_wandb_file,
     iter_record_bytes,
@@ -106,7 +106,7 @@ def test_api_key_never_written(clean_env, tmp_path):
     # A fresh process, so that wandb-core starts here and its own debug log lands in tmp_path.
     run_dir = tmp_path / "run"
     code = (
-        "from train.wandb_log import WandbLogger\n"
+        "from train.tracking.wandb_log import WandbLogger\n"
         f"key = {BOGUS_KEY!r}\n"
         "config = {'wandb': {'api_key': key}, 'note': 'key=' + key, 'lr': 1e-3}\n"
         f"with WandbLogger('offline', 'isoflop-test', None, 'run-b', config, {str(run_dir)!r}) as wb:\n"
@@ -131,7 +131,7 @@ def test_api_key_never_written(clean_env, tmp_path):
 def test_disabled_writes_nothing_and_never_imports_wandb(tmp_path):
     code = (
         "import sys\n"
-        "from train.wandb_log import WandbLogger\n"
+        "from train.tracking.wandb_log import WandbLogger\n"
         f"with WandbLogger('disabled', 'p', 'g', 'n', {{'a': 1}}, {str(tmp_path / 'run')!r}) as wb:\n"
         "    wb.log({'tokens': 1, 'train/loss': 1.0}); wb.summary({'x': 1})\n"
         "assert wb.mode == 'disabled' and wb.run is None and not wb.enabled\n"

@@ -11,12 +11,12 @@ from __future__ import annotations
 import bisect
 import math
 
+from train.plan.errors import HparamError
+
 LR_RULES = ("deepseek", "constant", "table")
 BATCH_RULES = ("deepseek", "constant")
 
 
-class HparamError(ValueError):
-    pass
 
 
 def deepseek_lr(budget_flops: float) -> float:

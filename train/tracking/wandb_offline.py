@@ -20,7 +20,7 @@ History rows are Record.history: items of {key (or nested_key), value_json}.
 
 wandb-core flushes the file after `run.finish()` has returned (a fraction of a second later in
 practice); `is_complete()` tells whether the final `exit` record is there, and
-train.wandb_log.WandbLogger.finish() waits for it.
+train.tracking.wandb_log.WandbLogger.finish() waits for it.
 
 Corruption is handled like the Go reader: a bad chunk (checksum or length) skips to the next
 block; a truncated tail (a run still writing, or killed) ends the read.

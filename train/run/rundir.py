@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train import faults
+from train.run import faults
 
 RESULT_STATUSES = ("completed", "diverged", "failed")
 TEMP_SUFFIX = ".tmp"  # atomic writes' temp files: .<name>.<random>.tmp beside their target

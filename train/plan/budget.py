@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from train.plan.errors import BudgetError
 
-class BudgetError(ValueError):
-    """A budget that cannot be met. The message names the field."""
+
 
 
 @dataclass(frozen=True)

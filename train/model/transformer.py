@@ -4,7 +4,7 @@ Module names follow transformers' LlamaForCausalLM (model.layers.i.self_attn...,
 input_layernorm, ...) except for two fused projections: `self_attn.qkv_proj` holds q_proj, k_proj
 and v_proj stacked by rows in that order, and `mlp.gate_up_proj` holds gate_proj and up_proj.
 train.export splits them back; a state dict with the unfused names still loads. Built from a
-train.shapes.ModelShape.
+train.plan.shapes.ModelShape.
 
 Speed (docs/performance.md has the measurements). The math is Llama's; the ops are fewer. One
 matmul for q, k and v and one for gate and up; rotary positions applied to the whole q|k|v block
@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from train.shapes import ModelShape
+from train.plan.shapes import ModelShape
 
 RMS_NORM_EPS = 1e-5
 ROPE_THETA = 10000.0

@@ -7,15 +7,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from train.params import count_params
+from train.plan.errors import ShapeError
+from train.plan.params import count_params
 
 # GPT-2's 50,257-token BPE padded to a multiple of 64 so the vocabulary matmuls tile well.
 GPT2_PADDED_VOCAB = 50304
 CATALOG_SEQ_LEN = 2048
 
 
-class ShapeError(ValueError):
-    """A shape or parameter target that cannot be built. The message names the field."""
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from train.params import count_params
+from train.plan.errors import ConventionError
+from train.plan.params import count_params
 
 if TYPE_CHECKING:
-    from train.shapes import ModelShape
+    from train.plan.shapes import ModelShape
 
 CONVENTIONS = ("6N", "6N_nonembed", "6N+attn", "chinchilla_exact")
 DEFAULT_CONVENTION = "6N"
@@ -21,8 +22,6 @@ DEFAULT_CONVENTION = "6N"
 TRAIN_OVER_FORWARD = 3
 
 
-class ConventionError(ValueError):
-    pass
 
 
 def check_convention(name: str) -> str:

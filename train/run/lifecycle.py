@@ -17,16 +17,16 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from train.checkpoint import list_checkpoints, load_latest
 from train.data import DataConfig, check_repeats, prepare_data
-from train.config import ConfigError
 from train.plan import RunPlan, make_plan
-from train.rundir import (MetricsLog, RunLock, RunLocked, atomic_write_bytes, atomic_write_json, environment,
-                          read_result, remove_temp_files, scrub_secrets)
+from train.plan.errors import ConfigError
+from train.run.checkpoint import list_checkpoints, load_latest
+from train.run.exit_codes import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_DISK_FULL
+from train.run.rundir import (MetricsLog, RunLock, RunLocked, atomic_write_bytes, atomic_write_json, environment,
+                              read_result, remove_temp_files, scrub_secrets)
 
 # torch and the modules that import it load inside run_training: a dry run, or a bad override,
 # answers without paying for them.
-EXIT_BAD_INPUT, EXIT_NOT_COMPLETED, EXIT_BUSY, EXIT_DISK_FULL, EXIT_PREEMPTED = 2, 3, 4, 74, 75
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -46,7 +46,7 @@ def check_run_settings(cfg) -> None:
         raise bad("device", f"unknown device {cfg.device!r}; choose auto, cpu, cuda or cuda:N")
     if cfg.precision not in ("auto", "fp32", "bf16"):
         raise bad("precision", f"unknown value {cfg.precision!r}; choose auto, fp32 or bf16")
-    from train.wandb_log import MODES
+    from train.tracking.wandb_log import MODES
     if cfg.wandb.mode not in MODES:
         raise bad("wandb.mode", f"unknown mode {cfg.wandb.mode!r}; choose one of {', '.join(MODES)}")
     for field in ("eval_every", "log_every", "checkpoint_every"):
@@ -92,7 +92,7 @@ def _prepare_data(data_cfg):
 
 
 def _device(name: str):
-    from train.device import pick_device
+    from train.run.device import pick_device
     try:
         return pick_device(name)
     except (RuntimeError, ValueError) as error:
@@ -104,8 +104,8 @@ def run_training(cfg) -> dict | None:
     plan = make_plan(cfg)  # bad budgets and sizes fail here, before torch loads
     import torch
 
-    from train import distributed
-    from train.device import configure_cpu_threads, pick_dtype
+    from train.run import distributed
+    from train.run.device import configure_cpu_threads, pick_dtype
     from train.model import ATTENTION_BACKENDS
     if cfg.model.attention not in ATTENTION_BACKENDS:
         raise ConfigError(f"model.attention: unknown backend {cfg.model.attention!r}; choose one of "
@@ -155,7 +155,7 @@ def run_training(cfg) -> dict | None:
 def _lock_run_dir(run_dir: Path, world, device):
     """Rank 0 takes the run directory's lock; every rank learns whether it did. Returns the lock
     (True on other ranks), or None when another process holds it."""
-    from train import distributed
+    from train.run import distributed
     lock, held_elsewhere = True, 0.0
     if world.is_main:
         lock = RunLock(run_dir)
@@ -188,11 +188,11 @@ def _finished(run_dir: Path, plan: RunPlan) -> dict | None:
 def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: Path) -> dict | None:
     import torch
 
-    from train import distributed
-    from train.device import describe, peak_flops
-    from train.loop import Trainer
+    from train.run import distributed
+    from train.run.device import describe, peak_flops
+    from train.run.loop import Trainer
     from train.model import Transformer
-    from train.optim import make_optimizer
+    from train.run.optim import make_optimizer
     finished = _finished(run_dir, plan)  # another process may have finished it while we waited
     if finished is not None and finished["status"] != "failed":
         say(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do")
@@ -253,7 +253,7 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
 @contextmanager
 def cli_errors():
     """`python -m train`'s failures as one `error: ...` line and an exit code (see the module doc)."""
-    from train.checkpoint import CheckpointError
+    from train.run.checkpoint import CheckpointError
     from train.errors import USER_ERRORS
 
     def fail(message: str, code: int):

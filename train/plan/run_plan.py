@@ -9,12 +9,12 @@ import json
 import math
 from dataclasses import dataclass
 
-from train.budget import BudgetPlan, plan_budget
-from train.config import ConfigError
-from train.flops import check_convention, flops_per_token
-from train.hparams import peak_lr, target_batch_tokens, warmup_steps
-from train.params import ParamCount, count_params
-from train.shapes import (ModelShape, ShapeError, catalog_shape, head_dim_for, pad_vocab,
+from train.plan.budget import BudgetPlan, plan_budget
+from train.plan.errors import ConfigError
+from train.plan.flops import check_convention, flops_per_token
+from train.plan.hparams import peak_lr, target_batch_tokens, warmup_steps
+from train.plan.params import ParamCount, count_params
+from train.plan.shapes import (ModelShape, ShapeError, catalog_shape, head_dim_for, pad_vocab,
                           shape_from_params, swiglu_hidden)
 
 # Bump when a change to the training code would change a run's result for the same config.

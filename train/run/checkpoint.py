@@ -11,8 +11,8 @@ import io
 import re
 from pathlib import Path
 
-from train import faults
-from train.rundir import atomic_write_bytes, warn
+from train.run import faults
+from train.run.rundir import atomic_write_bytes, warn
 
 KEEP_LAST = 2
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
@@ -69,7 +69,7 @@ def load_latest(run_dir: Path) -> dict | None:
 def load_model_for_export(run_dir: Path):
     """The model of a run directory's newest checkpoint, built from the shape it records."""
     from train.model import Transformer
-    from train.shapes import ModelShape
+    from train.plan.shapes import ModelShape
     state = load_latest(run_dir)
     if state is None:
         raise CheckpointError(f"{run_dir}: no checkpoint found")

@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from train.shapes import ModelShape
 
 
 @dataclass(frozen=True)
@@ -18,7 +14,8 @@ class ParamCount:
         return asdict(self)
 
 
-def count_params(shape: "ModelShape") -> ParamCount:
+def count_params(shape) -> ParamCount:
+    """`shape`: a train.plan.shapes.ModelShape (anything with its fields)."""
     d, attn_width = shape.d_model, shape.n_head * shape.head_dim
     attention = 4 * d * attn_width       # q, k, v, o projections, no biases
     mlp = 3 * d * shape.d_ff             # SwiGLU: gate, up, down

@@ -6,7 +6,7 @@
         ...
 
 - mode "disabled" never imports wandb and writes nothing. "offline" writes
-  <run_dir>/wandb/offline-run-*/run-*.wandb (read it back with train.wandb_offline, or
+  <run_dir>/wandb/offline-run-*/run-*.wandb (read it back with train.tracking.wandb_offline, or
   upload later with `wandb sync <dir>`). "online" streams to the server. "auto" is online when an
   API key is already available (WANDB_API_KEY, WANDB_IDENTITY_TOKEN_FILE, a netrc entry for the
   W&B host, or the api_key of wandb's settings file), else offline; WANDB_MODE, when set, wins.
@@ -265,7 +265,7 @@ class WandbLogger:
             return
         if not sync_dir or flush_timeout_s <= 0:
             return
-        from train.wandb_offline import is_complete
+        from train.tracking.wandb_offline import is_complete
 
         deadline = time.monotonic() + flush_timeout_s
         while True:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 
-from train import distributed, faults
-from train.checkpoint import save_checkpoint
-from train.config import ConfigError
-from train.optim import lr_at
-from train.rundir import MetricsLog, scrub_secrets
-from train.run import EXIT_PREEMPTED  # 75, sysexits' EX_TEMPFAIL: a temporary stop; run it again
+from train.run import distributed, faults
+from train.run.checkpoint import save_checkpoint
+from train.plan.errors import ConfigError
+from train.run.optim import lr_at
+from train.run.rundir import MetricsLog, scrub_secrets
+from train.run.exit_codes import EXIT_PREEMPTED  # 75, sysexits' EX_TEMPFAIL: a temporary stop; run it again
 
 # Preemption. SLURM sends SIGTERM when it preempts or cancels a job (then SIGKILL after its
 # KillWait/GraceTime), and --signal=USR1/USR2@T before the time limit (submitit uses USR2). On
@@ -164,7 +164,7 @@ class Trainer:
         if not self.world.is_main or self.cfg.wandb.mode == "disabled":
             return None
         from omegaconf import OmegaConf
-        from train.wandb_log import WandbLogger
+        from train.tracking.wandb_log import WandbLogger
         wb = self.cfg.wandb
         budget = self.plan.budget.budget_flops
         group = wb.group or self.cfg.sweep.name

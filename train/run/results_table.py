@@ -1,4 +1,5 @@
-"""The sweep's results table (contract schema) and status bookkeeping, rebuilt from run directories.
+"""The results table (contract schema: flops, params, tokens, loss, ...) and run states, rebuilt from run
+directories. It is the step after the run directory in the data flow: sweeps write it, analysis reads it.
 
 Run directories are the source of truth; results.csv is derived from them, so rebuilding it after
 every run is idempotent and safe when several runs finish at once (a file lock serialises writers).
@@ -9,11 +10,12 @@ import csv
 import fcntl
 import io
 import json
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from train.checkpoint import list_checkpoints
-from train.rundir import atomic_write_bytes, read_result, run_is_locked
+from train.run.checkpoint import list_checkpoints
+from train.run.rundir import atomic_write_bytes, read_result, run_is_locked
 
 RESULT_COLUMNS = ["flops", "params", "tokens", "loss", "budget", "run_id", "status", "convention",
                   "non_embedding_params", "train_loss", "wall_s", "run_dir"]
@@ -87,6 +89,15 @@ def read_results_csv(path: Path) -> list[dict]:
             if key in row:
                 row[key] = float(row[key]) if row[key] not in ("", None) else None
     return rows
+
+
+def update_results_csv(sweep_dir: Path) -> None:
+    """write_results_csv as a run ends. In-sweep, a failed write (a full disk) must not mask the run's
+    own outcome: it warns, and the next run's update (or a re-run) rebuilds the table."""
+    try:
+        write_results_csv(sweep_dir)
+    except OSError as error:
+        print(f"warning: {Path(sweep_dir) / 'results.csv'} not updated: {error}", file=sys.stderr, flush=True)
 
 
 def write_results_csv(sweep_dir: Path) -> Path:

@@ -23,7 +23,7 @@ separated by commas:
 | `<kind>-rename` | inside an atomic write: temp file complete and fsynced, not yet renamed |
 | `ckpt-prune` | a new checkpoint in place, the older ones not yet deleted |
 
-`<kind>` names the file of an atomic write (train/rundir.py): `ckpt` (checkpoints/step-*.pt),
+`<kind>` names the file of an atomic write (train/run/rundir.py): `ckpt` (checkpoints/step-*.pt),
 `result` (result.json), `csv` (results.csv), `metrics` (metrics.jsonl rewritten on resume),
 `config` (config.yaml), `plan` (plan.json), `env` (env.json), `summary` (summary.json).
 
