@@ -43,7 +43,7 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 # Below this width a CPU training step is a chain of small ops (the vocabulary head dominates):
 # a second thread only adds synchronisation. Measured on the 2-core CI machine, a 30K-parameter
-# model trained at 88K tokens/s with 1 thread and 20K with 2 (docs/performance.md).
+# model trained at 88K tokens/s with 1 thread and 20K with 2 (2-core CPU, `scripts/bench.py --threads`).
 SINGLE_THREAD_BELOW_D_MODEL = 512
 
 
