@@ -10,7 +10,21 @@ from omegaconf import DictConfig
 
 from train.config import register_configs
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+def _config_dir() -> str:
+    """configs/ of this checkout; in an installed copy, the package isoflop_configs (pyproject.toml)."""
+    checkout = Path(__file__).resolve().parent.parent / "configs"
+    if (checkout / "train.yaml").is_file():
+        return str(checkout)
+    import importlib.util
+    spec = importlib.util.find_spec("isoflop_configs")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("error: the Hydra configs were not found: neither configs/ beside train/ nor an "
+                         "installed isoflop_configs package; reinstall isoflop")
+    return str(Path(list(spec.submodule_search_locations)[0]))
+
+
+CONFIG_DIR = _config_dir()
 register_configs()
 
 

@@ -192,19 +192,20 @@ def test_train_command_catalog_and_fallback(monkeypatch):
 
 def test_one_blas_thread_sets_and_restores():
     import scipy.optimize  # noqa: F401  (loads scipy's own OpenBLAS too)
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    from analysis.blas import _openblas_controls, one_blas_thread
+    from analysis.blas import one_blas_thread
 
-    controls = _openblas_controls()
-    if not controls:
-        pytest.skip("no OpenBLAS with a thread setter is loaded here")
-    get, set_ = controls[0]
-    before = get()
-    set_(2)
-    with one_blas_thread():
-        assert all(g() == 1 for g, _ in controls)
-    assert get() == 2
-    set_(before)
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("no BLAS is loaded here")
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        with one_blas_thread():
+            assert all(n == 1 for n in blas_threads())
+        assert blas_threads() == before
 
 
 def test_refit_checks_budget_against_the_runs_own_convention(tmp_path):
