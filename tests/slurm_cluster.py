@@ -10,14 +10,15 @@ and get an environment to run their subprocesses with::
         subprocess.run([...], env=env, check=True)
 
 `ensure_slurm()` runs scripts/slurm/start.sh, which is idempotent: the first call in a fresh
-machine installs the Debian packages (as root) and starts munged/slurmctld/slurmd; later calls,
+machine installs the Debian packages (as root) and starts munged, MariaDB, slurmdbd, slurmctld and
+slurmd; later calls,
 from this or any other process, find the daemons running and return in well under a second. The
 cluster is left running for the next test; scripts/slurm/stop.sh (or `stop_slurm()`) stops it.
 
 The returned env is a copy of os.environ plus SLURM_CONF (the generated slurm.conf) and PATH with
-scripts/slurm/bin first (a `sacct` stand-in: the cluster has no accounting daemon, and submitit
-polls sacct to notice failed jobs). Use it for every subprocess that talks to the cluster; code
-that calls submitit in-process needs the same two variables in os.environ (monkeypatch.setenv).
+/usr/sbin. The cluster has real accounting (slurmdbd over MariaDB), so the `sacct` that submitit
+polls to notice failed jobs is the real one. Use the env for every subprocess that talks to the
+cluster; code that calls submitit in-process needs the same variables in os.environ.
 
 Skipping vs failing: when this machine cannot host the cluster (not root, no apt-get, package
 registry unreachable) the cluster is "unavailable": `require_slurm()` skips, unless CI is set
@@ -35,7 +36,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 START = ROOT / "scripts" / "slurm" / "start.sh"
 STOP = ROOT / "scripts" / "slurm" / "stop.sh"
-BIN = ROOT / "scripts" / "slurm" / "bin"
 
 # Facts about the cluster that start.sh builds (tests may rely on them).
 NODE = "isoflop-node"
@@ -86,7 +86,7 @@ def _start() -> dict[str, str]:
         raise RuntimeError(f"{START} printed no usable SLURM_CONF:\n{proc.stdout}\n{proc.stderr}")
     env = dict(os.environ)
     env["SLURM_CONF"] = conf
-    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", ""), "/usr/sbin", "/sbin"])
+    env["PATH"] = os.pathsep.join([env.get("PATH", ""), "/usr/sbin", "/sbin"])
     return env
 
 

@@ -1,6 +1,6 @@
-"""The localhost SLURM cluster really works: GPU gres, preemption/requeue, Hydra submitit_slurm.
+"""The localhost SLURM cluster really works: GPU gres, preemption/requeue, accounting, Hydra submitit_slurm.
 
-These tests talk to real slurmctld/slurmd daemons (scripts/slurm/start.sh), nothing is mocked.
+These tests talk to real slurmctld/slurmd/slurmdbd daemons (scripts/slurm/start.sh), nothing is mocked.
 They skip where the cluster cannot be started (not root, no apt) and fail on CI (CI=true).
 """
 
@@ -48,6 +48,23 @@ def test_node_is_up_with_fake_gpus(env):
     assert NODE in line and f"gpu:{GPUS}" in line, line
     # comp: still completing the last test's job (its epilog and cleanup), which is an up node too
     assert line.split("|")[1].strip() in {"idle", "mix", "alloc", "comp"}, line
+
+
+@slurm
+def test_sacct_is_real_accounting_from_slurmdbd(env, tmp_path):
+    # the cluster is registered in slurmdbd's database, and sacct reads finished jobs from it
+    assert "isoflop" in _sh(env, "sacctmgr", "-n", "-P", "show", "cluster", "format=cluster").split()
+    ok = _sh(env, "sbatch", "--parsable", f"--output={tmp_path}/ok.out", "--wrap", "true").strip()
+    bad = _sh(env, "sbatch", "--parsable", f"--output={tmp_path}/bad.out", "--wrap", "exit 3").strip()
+
+    def states():
+        out = _sh(env, "sacct", "--parsable2", "-n", "-X", "-o", "JobID,State,ExitCode", "-j", f"{ok},{bad}")
+        rows = {line.split("|")[0]: line.split("|")[1:] for line in out.splitlines() if line}
+        finished = all(rows.get(j, [""])[0] in ("COMPLETED", "FAILED") for j in (ok, bad))
+        return rows if finished else None
+
+    rows = _wait(states, 60, "sacct to report both jobs finished")
+    assert rows[ok] == ["COMPLETED", "0:0"] and rows[bad] == ["FAILED", "3:0"], rows
 
 
 @slurm
@@ -168,8 +185,7 @@ def test_hydra_multirun_through_submitit_slurm(env, tmp_path):
 @slurm
 def test_job_dying_without_result_fails_the_multirun(env, tmp_path):
     # A job that dies before submitit can write its result is only visible through the job
-    # state, which submitit polls with sacct. The cluster has no accounting daemon, so this
-    # checks the sacct stand-in (scripts/slurm/bin/sacct): without it the launcher waits forever.
+    # state, which submitit polls with sacct: the real sacct, reading the cluster's slurmdbd.
     app = tmp_path / "app"
     app.mkdir()
     (app / "app.py").write_text(

@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
-# Start a real single-node SLURM cluster on localhost, so that the submitit_slurm launcher path is
-# tested against real slurmctld/slurmd daemons instead of a mock. Idempotent: a second call finds
-# the running daemons and only re-checks that the node is up.
+# Start a real single-node SLURM cluster on localhost, with real accounting, so that the
+# submitit_slurm launcher path is tested against real slurmctld/slurmd/slurmdbd daemons instead of
+# a mock: submitit polls `sacct` for job states, and here that is the real sacct reading slurmdbd.
+# Idempotent: a second call finds the running daemons and only re-checks that the node is up.
 #
 # Needs root and, the first time, apt (Debian/Ubuntu): it installs slurmctld slurmd slurm-client
-# munge. Everything else lives in one state dir ($ISOFLOP_SLURM_DIR, default /tmp/isoflop-slurm):
-# config, munge key and socket, spool, logs, pid files, fake GPU device nodes.
+# munge slurmdbd mariadb-server. Everything else lives in one state dir ($ISOFLOP_SLURM_DIR,
+# default /tmp/isoflop-slurm): config, munge key and socket, the accounting database, spool,
+# logs, pid files, fake GPU device nodes.
 #
 # stdout: shell lines to eval, e.g.  eval "$(scripts/slurm/start.sh)"
 #     export SLURM_CONF=/tmp/isoflop-slurm/etc/slurm.conf
-#     export PATH="/abs/scripts/slurm/bin:$PATH"     (the sacct stand-in, see bin/sacct)
 # stderr: progress and errors.
 #
 # Exit codes: 0 cluster up; 3 the environment cannot host it (not root, no apt, apt unreachable):
 # callers may skip; 1 anything else (a real failure: read the logs it prints).
 #
 # Knobs (env): ISOFLOP_SLURM_DIR, ISOFLOP_SLURMCTLD_PORT (16817), ISOFLOP_SLURMD_PORT (16818),
+# ISOFLOP_SLURMDBD_PORT (16819), ISOFLOP_SLURM_DB_PORT (16306, MariaDB on 127.0.0.1),
 # ISOFLOP_SLURM_GPUS (4 fake GPUs), ISOFLOP_SLURM_WAIT_S (60).
 set -euo pipefail
 
 DIR="${ISOFLOP_SLURM_DIR:-/tmp/isoflop-slurm}"
 CTLD_PORT="${ISOFLOP_SLURMCTLD_PORT:-16817}"   # not the default 6817/6818: never clash with a real slurm
 SLURMD_PORT="${ISOFLOP_SLURMD_PORT:-16818}"
+DBD_PORT="${ISOFLOP_SLURMDBD_PORT:-16819}"
+DB_PORT="${ISOFLOP_SLURM_DB_PORT:-16306}"
 NGPUS="${ISOFLOP_SLURM_GPUS:-4}"
 WAIT_S="${ISOFLOP_SLURM_WAIT_S:-60}"
 NODE=isoflop-node            # slurmd is started with -N, so the machine's hostname does not matter
@@ -35,7 +39,6 @@ die() { echo "[slurm] ERROR: $*" >&2; exit 1; }
 elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 emit() {
     echo "export SLURM_CONF=$CONF"
-    echo "export PATH=\"$HERE/bin:\$PATH\""
 }
 
 [ "$(id -u)" = 0 ] || cannot "needs root (daemons, munge user, mknod); run it under sudo"
@@ -55,7 +58,8 @@ alive() {  # alive PIDFILE NAME
 node_state() { sinfo -h -N -n "$NODE" -o %t 2>/dev/null | head -n1 | tr -d ' *~#!%$@^-'; }
 
 # ---- fast path: already running -------------------------------------------------------------
-if alive "$DIR/run/munged.pid" munged && alive "$DIR/run/slurmctld.pid" slurmctld \
+if alive "$DIR/run/munged.pid" munged && alive "$DIR/db/mariadb.pid" mariadbd \
+        && alive "$DIR/run/slurmdbd.pid" slurmdbd && alive "$DIR/run/slurmctld.pid" slurmctld \
         && alive "$DIR/run/slurmd.pid" slurmd; then
     case "$(node_state)" in
         idle|mix|alloc|comp)
@@ -69,7 +73,8 @@ fi
 # ---- install --------------------------------------------------------------------------------
 export PATH="$PATH:/usr/sbin:/sbin"
 missing=()
-for pair in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge; do
+for pair in slurmctld:slurmctld slurmd:slurmd sbatch:slurm-client munged:munge slurmdbd:slurmdbd \
+        mariadbd:mariadb-server; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -95,9 +100,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     log "installed in $(elapsed) s"
 fi
 id munge >/dev/null 2>&1 || die "the munge package did not create user munge"
+id mysql >/dev/null 2>&1 || die "the mariadb-server package did not create user mysql"
 
 # ---- state dir ------------------------------------------------------------------------------
 mkdir -p "$DIR"/{etc,state,spool,log,run,dev}
+# MariaDB runs as user mysql: its data, socket, pid file and log live in a directory of its own
+install -d -m 0755 -o mysql -g mysql "$DIR/db"
 # the socket dir must be world-searchable (munged checks); the key itself is 0400 munge
 install -d -m 0755 -o munge -g munge "$DIR/munge"
 chown munge:munge "$DIR/run" "$DIR/log" 2>/dev/null || true
@@ -147,8 +155,11 @@ SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-# no slurmdbd: sacct is emulated by scripts/slurm/bin/sacct
-AccountingStorageType=accounting_storage/none
+# real accounting: slurmdbd on this machine, over the cluster's own munge socket
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$DBD_PORT
+AccountingStoragePass=$DIR/munge/munge.socket
 JobCompType=jobcomp/none
 MpiDefault=none
 MailProg=/bin/true
@@ -177,6 +188,28 @@ PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP PriorityTi
 PartitionName=urgent Nodes=$NODE MaxTime=INFINITE State=UP PriorityTier=2
 EOF
 
+# slurmdbd stores job records in MariaDB on 127.0.0.1 (its own datadir and port, never the system's).
+# The database password only guards a loopback port of a throwaway test cluster.
+cat > "$DIR/etc/slurmdbd.conf" <<EOF
+# Written by scripts/slurm/start.sh. Do not edit.
+AuthType=auth/munge
+AuthInfo=socket=$DIR/munge/munge.socket
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$DBD_PORT
+SlurmUser=root
+PidFile=$DIR/run/slurmdbd.pid
+LogFile=$DIR/log/slurmdbd.log
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=isoflop
+StorageLoc=slurm_acct_db
+EOF
+chmod 0600 "$DIR/etc/slurmdbd.conf"
+
 {
     echo "AutoDetect=off"
     echo "NodeName=$NODE Name=gpu File=$(IFS=,; echo "${gpu_files[*]}")"
@@ -189,6 +222,40 @@ if ! alive "$DIR/run/munged.pid" munged; then
         --key-file="$DIR/munge/munge.key" --pid-file="$DIR/run/munged.pid" \
         --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" \
         || { cat "$DIR/log/munged.log" >&2 2>/dev/null; die "munged did not start"; }
+fi
+if ! alive "$DIR/db/mariadb.pid" mariadbd; then
+    if [ ! -d "$DIR/db/data/mysql" ]; then
+        mariadb-install-db --no-defaults --user=mysql --datadir="$DIR/db/data" --skip-test-db \
+            --auth-root-authentication-method=socket >"$DIR/log/mariadb-install.log" 2>&1 \
+            || { tail -n 20 "$DIR/log/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
+    fi
+    rm -f "$DIR/db/mysql.sock"
+    runuser -u mysql -- mariadbd 9>&- --no-defaults --datadir="$DIR/db/data" --socket="$DIR/db/mysql.sock" \
+        --pid-file="$DIR/db/mariadb.pid" --bind-address=127.0.0.1 --port="$DB_PORT" \
+        --log-error="$DIR/db/mariadb.log" --skip-name-resolve --innodb-buffer-pool-size=32M \
+        --performance-schema=off </dev/null >/dev/null 2>&1 &
+    for ((i = 0; i < 300; i++)); do
+        [ -S "$DIR/db/mysql.sock" ] && mariadb --no-defaults --socket="$DIR/db/mysql.sock" -uroot \
+            -e 'SELECT 1' >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    [ -S "$DIR/db/mysql.sock" ] || { tail -n 20 "$DIR/db/mariadb.log" >&2; die "mariadbd did not start"; }
+    mariadb --no-defaults --socket="$DIR/db/mysql.sock" -uroot -e "
+        CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+        CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'isoflop';
+        GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || die "could not create the accounting database"
+fi
+if ! alive "$DIR/run/slurmdbd.pid" slurmdbd; then
+    # slurmdbd reads slurmdbd.conf from the directory of $SLURM_CONF
+    slurmdbd 9>&- || { tail -n 30 "$DIR/log/slurmdbd.log" >&2; die "slurmdbd did not start"; }
+    for ((i = 0; i < 150; i++)); do  # slurmdbd creates its tables on first start
+        sacctmgr -n -P show cluster format=cluster >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+fi
+# the cluster must exist in the accounting database before slurmctld registers with it
+if ! sacctmgr -n -P show cluster format=cluster 2>/dev/null | grep -qx isoflop; then
+    sacctmgr -i add cluster isoflop >/dev/null || { tail -n 30 "$DIR/log/slurmdbd.log" >&2; die "sacctmgr add cluster failed"; }
 fi
 if ! alive "$DIR/run/slurmctld.pid" slurmctld; then
     slurmctld -f "$CONF" 9>&- || { tail -n 30 "$DIR/log/slurmctld.log" >&2; die "slurmctld did not start"; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stop the localhost SLURM cluster that scripts/slurm/start.sh started: cancel its jobs, then
-# stop slurmd, slurmctld and munged by their pid files (nothing is killed by name).
+# stop slurmd, slurmctld, slurmdbd, MariaDB and munged by their pid files (nothing is killed by name).
 # --purge also removes the state dir ($ISOFLOP_SLURM_DIR, default /tmp/isoflop-slurm).
 set -uo pipefail
 
@@ -50,6 +50,8 @@ fi
 
 stop_one "$DIR/run/slurmd.pid" slurmd
 stop_one "$DIR/run/slurmctld.pid" slurmctld
+stop_one "$DIR/run/slurmdbd.pid" slurmdbd
+stop_one "$DIR/db/mariadb.pid" mariadbd
 stop_one "$DIR/run/munged.pid" munged
 
 if [ "${1:-}" = "--purge" ]; then
