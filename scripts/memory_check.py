@@ -143,8 +143,12 @@ def measure(size: str, args, device: torch.device, dtype: torch.dtype, estimate_
            "batch": args.batch, "precision": precision, "device": describe(device),
            "measured_gb": measured / GIB, "measured_kind": kind}
     if estimate_memory is not None:
-        row["estimate_gb"] = estimate_gb(estimate_memory, shape, params, precision, args.batch, device)
-        row["error"] = row["estimate_gb"] / row["measured_gb"] - 1 if measured > 0 else None
+        try:
+            row["estimate_gb"] = estimate_gb(estimate_memory, shape, params, precision, args.batch, device)
+        except Exception as error:  # an interface this script does not know: keep the measurement
+            row["estimate_error"] = f"{type(error).__name__}: {error}"
+        else:
+            row["error"] = row["estimate_gb"] / row["measured_gb"] - 1 if measured > 0 else None
     del model, optimizer
     gc.collect()
     return row

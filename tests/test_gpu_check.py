@@ -61,9 +61,28 @@ def test_cpu_mode_runs_every_step_and_writes_the_summary(tmp_path):
     assert not any("/checkpoints/" in name for name in names)
 
 
-def test_unknown_step_is_one_line_error(tmp_path):
-    proc = gpu_check("--cpu", str(tmp_path / "gc"), "--steps", "bench,nope", timeout=120)
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "bench,nope"], "error: --steps: unknown step 'nope'; choose from tests, bench, memory, sweep, fit"),
+    (["--time-box", "sweep=soon"], "error: --time-box: expected STEP=SECONDS with STEP one of tests, bench, memory, "
+                                   "sweep, fit and SECONDS > 0, got 'sweep=soon'"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, args, message):
+    proc = gpu_check("--cpu", str(tmp_path / "gc"), *args, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: --steps: unknown step 'nope'; choose from tests, bench, " \
-                                                   "memory, sweep, fit"
+    assert proc.stderr.strip().splitlines() == [message]
     assert not (tmp_path / "gc" / "summary.md").exists()
+
+
+def test_a_failed_step_and_a_step_past_its_time_box_are_recorded_and_the_check_goes_on(tmp_path):
+    """The sweep is stopped by a 2-second time box; the fit after it still runs (and fails: no results)."""
+    out = tmp_path / "gc"
+    proc = gpu_check("--cpu", str(out), "--steps", "sweep,fit", "--time-box", "sweep=2", timeout=300)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    steps = {s["step"]: s for s in map(json.loads, (out / "steps.jsonl").read_text().splitlines())}
+    assert list(steps) == ["setup", "sweep", "fit"]
+    assert steps["sweep"]["status"] == "timeout" and steps["sweep"]["seconds"] < 60
+    assert steps["fit"]["status"] == "failed" and steps["fit"]["note"]
+    summary = (out / "summary.md").read_text()
+    assert "| sweep | timeout |" in summary and "| fit | failed |" in summary
+    assert "time box reached" in (out / "logs" / "sweep.log").read_text()
+    assert not (out / "fit" / "fit.json").exists()
