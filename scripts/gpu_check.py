@@ -4,8 +4,8 @@ Run through scripts/gpu_check.sh, which makes hydra-core and the rest importable
 wheels of scripts/gather_wheels.sh where they are missing):
 
     scripts/gpu_check.sh OUT_DIR            # one GPU, at most 10 minutes
-    scripts/gpu_check.sh --cpu OUT_DIR      # the same steps at tiny sizes on the CPU (2 idle cores:
-                                            # about 2 minutes; a loaded machine takes several times that)
+    scripts/gpu_check.sh --cpu OUT_DIR      # the same steps at tiny sizes on the CPU (most of it the
+                                            # sweep's 6 runs, 8.3M tokens in all)
 
 Steps (a failed or timed-out step is recorded and the next one runs):
 
