@@ -11,6 +11,9 @@ synchronised wall clocks after warm-up, and the median over `--repeats` blocks i
 after at least 3 blocks per model). Prints
 a table, one JSON line per size, and last a JSON summary with ours_tokens_per_s, hf_tokens_per_s,
 ratio (ours / theirs; over several sizes the geometric mean of the per-size ratios) and the device.
+With `--json FILE` each size's row is also appended to FILE as soon as it is measured (then the
+summary), so a run stopped by a time limit keeps the sizes it finished. A size that runs out of
+accelerator memory gets a row with `error` and the next size goes on.
 
 Threads: on the CPU, what `python -m train` picks for the shape (train/run/device.py: one thread below
 d_model 512, else torch's default), unless `--threads` is given; both models get the same. On a
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -118,6 +122,20 @@ def flash_attention_selectable(model, x, dtype) -> bool:
         return False
 
 
+def release(device: torch.device) -> None:
+    """Free what the last size left on the accelerator, and its compiled graphs."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    torch._dynamo.reset()
+
+
+def append_json(path: str | None, record: dict) -> None:
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
 def bench_size(size: str, args, device, dtype, deadline: float | None = None) -> dict:
     shape = build_shape(size, args.vocab, args.seq_len, args.tied)
     configure_cpu_threads(device, shape.d_model, args.threads)  # as the trainer would for this shape
@@ -184,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
+    parser.add_argument("--json", metavar="FILE", help="also append each size's JSON row (then the summary) to FILE")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = args.sizes or QUICK_SIZES
@@ -218,15 +237,30 @@ def main(argv: list[str] | None = None) -> None:
         if args.time_budget:  # this size's share of what is left
             left = args.time_budget - (time.perf_counter() - started)
             deadline = time.perf_counter() + left / (len(args.sizes) - i)
-        row = bench_size(size, args, device, dtype, deadline)
+        try:
+            row = bench_size(size, args, device, dtype, deadline)
+        except torch.OutOfMemoryError as error:  # this size does not fit beside the baseline: say so, go on
+            row = {"size": size, "seq_len": args.seq_len, "batch": args.batch, "device": describe(device),
+                   "error": "out of memory: " + str(error).splitlines()[0]}
+            print(f"{size:>10} out of memory at batch {args.batch}; try a smaller --batch", flush=True)
+        else:
+            print(f"{size:>10} {row['params']:>10,} {row['shape']:>8} {row['ours_tokens_per_s']:>12,.0f} "
+                  f"{row.get('hf_tokens_per_s', float('nan')):>12,.0f} {row.get('ratio', float('nan')):>6.2f} "
+                  f"{row.get('mfu', float('nan')):>6.1%} {row['first_step_s']:>8.2f}s {row['threads']:>7}",
+                  flush=True)
         rows.append(row)
-        print(f"{size:>10} {row['params']:>10,} {row['shape']:>8} {row['ours_tokens_per_s']:>12,.0f} "
-              f"{row.get('hf_tokens_per_s', float('nan')):>12,.0f} {row.get('ratio', float('nan')):>6.2f} "
-              f"{row.get('mfu', float('nan')):>6.1%} {row['first_step_s']:>8.2f}s {row['threads']:>7}", flush=True)
+        append_json(args.json, row)
+        release(device)
     for row in rows:
         print(json.dumps(row), flush=True)
+    failed = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
+    if not rows:
+        sys.exit("error: --sizes: no size could be measured (" + "; ".join(r["error"] for r in failed) + ")")
     summary = {"ours_tokens_per_s": statistics.fmean(r["ours_tokens_per_s"] for r in rows),
                "device": describe(device), "sizes": [r["size"] for r in rows]}
+    if failed:
+        summary["failed_sizes"] = [r["size"] for r in failed]
     if not args.no_hf:
         summary["hf_tokens_per_s"] = statistics.fmean(r["hf_tokens_per_s"] for r in rows)
         # geometric mean of the per-size ratios: every size counts alike
@@ -236,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     summary.update({"device_name": device_name(device), "dtype": str(dtype).removeprefix("torch."),
                     "torch": torch.__version__, "threads": threads_used[0] if len(threads_used) == 1 else threads_used,
                     "loadavg": load_average(), "wall_s": round(time.perf_counter() - started, 1)})
+    if "mfu" in rows[0]:
+        summary["mfu"] = {r["size"]: r["mfu"] for r in rows}
+    append_json(args.json, summary | {"summary": True})
     print(json.dumps(summary), flush=True)
 
 

@@ -12,10 +12,11 @@ SUMMARY_KEYS = {"ours_tokens_per_s", "hf_tokens_per_s", "ratio", "ratio_min", "d
                 "device_name", "dtype", "torch", "threads", "wall_s"}
 
 
-def test_bench_one_tiny_size_prints_table_rows_and_summary():
+def test_bench_one_tiny_size_prints_table_rows_and_summary(tmp_path):
+    json_path = tmp_path / "bench.jsonl"
     result = run_cli("scripts/bench.py", "--sizes", "3e4", "--seq-len", "32", "--batch", "4", "--vocab", "512",
                      "--tied", "--steps", "1", "--repeats", "1", "--warmup", "0", "--device", "cpu",
-                     "--threads", "1", timeout=120)
+                     "--threads", "1", "--json", str(json_path), timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("device ") and "threads" in lines[0]
@@ -34,6 +35,9 @@ def test_bench_one_tiny_size_prints_table_rows_and_summary():
     assert summary["sizes"] == ["3e4"] and summary["device"] == "cpu"
     assert abs(summary["ratio"] - row["ratio"]) < 1e-9 and summary["ratio_min"] == row["ratio"]
     assert summary["ours_tokens_per_s"] == row["ours_tokens_per_s"]
+    # --json: the same row, then the summary marked as such
+    written = [json.loads(line) for line in json_path.read_text().splitlines()]
+    assert written == [row, summary | {"summary": True}]
 
 
 def test_bench_without_baseline_has_no_ratio():
