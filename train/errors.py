@@ -4,8 +4,9 @@ from train.config import ConfigError
 from train.data import DataError
 from train.flops import ConventionError
 from train.hparams import HparamError
+from train.memory import MemoryPlanError
 from train.shapes import ShapeError
 
 USER_ERRORS: tuple[type[Exception], ...] = (BudgetError, ConfigError, ConventionError, DataError, HparamError,
-                                            ShapeError)
+                                            MemoryPlanError, ShapeError)
 

@@ -153,6 +153,7 @@ def test_two_gpus_per_run_start_torchrun_with_two_ranks(tmp_path, recorder):
         ranks = [e for e in entries if e["job"] == job]
         assert sorted(e["rank"] for e in ranks) == ["0", "1"] and {e["world"] for e in ranks} == {"2"}
         assert len({e["gpus"] for e in ranks}) == 1 and len(ranks[0]["gpu_set"]) == 2  # both ranks see the pair
+        assert all(e["args"][-1] == "world_size=2" for e in ranks)  # the trainer plans for two ranks
     assert_no_shared_gpu([next(e for e in entries if e["job"] == job) for job in ("0", "1")])
 
 
