@@ -31,6 +31,8 @@ class BudgetPlan:
 # The search looks at most this many batch sizes (the ones nearest the rule's batch), each with
 # its best step count in closed form, so planning costs the same at any budget.
 MAX_BATCH_CANDIDATES = 2048
+# The batch may move this far from the rule's batch (as a ratio) to land on the budget.
+BATCH_RANGE = (0.8, 1.25)
 
 
 def plan_budget(budget_flops: float, flops_per_token: float, convention: str, seq_len: int,
@@ -55,15 +57,18 @@ def plan_budget(budget_flops: float, flops_per_token: float, convention: str, se
         raise BudgetError(f"budget.min_steps: must be at least 1, got {min_steps}")
     if batch_multiple < 1:
         raise BudgetError(f"optim.batch_multiple: must be at least 1, got {batch_multiple}")
-    if preferred_multiple is not None and preferred_multiple > batch_multiple:
-        preferred = math.lcm(preferred_multiple, batch_multiple)
-        try:
-            return _search(budget_flops, flops_per_token, convention, seq_len, target_batch_tokens,
-                           min_steps, tolerance, preferred)
-        except BudgetError:
-            pass  # the budget does not allow it: fall back to the required multiple
-    return _search(budget_flops, flops_per_token, convention, seq_len, target_batch_tokens,
+    plan = _search(budget_flops, flops_per_token, convention, seq_len, target_batch_tokens,
                    min_steps, tolerance, batch_multiple)
+    if preferred_multiple is not None and math.lcm(preferred_multiple, batch_multiple) > batch_multiple:
+        try:
+            preferred = _search(budget_flops, flops_per_token, convention, seq_len, target_batch_tokens,
+                                min_steps, tolerance, math.lcm(preferred_multiple, batch_multiple))
+        except BudgetError:
+            return plan  # the budget does not allow it
+        # only as a small move from the batch the rule gives (a batch of 3 does not become 8)
+        if BATCH_RANGE[0] <= preferred.batch_seqs / plan.batch_seqs <= BATCH_RANGE[1]:
+            return preferred
+    return plan
 
 
 def _search(budget_flops: float, flops_per_token: float, convention: str, seq_len: int,
@@ -91,8 +96,8 @@ def _search(budget_flops: float, flops_per_token: float, convention: str, seq_le
     step_lo, step_hi = max(min_steps, nominal_steps - step_span), nominal_steps + step_span
     # Batches from 0.8x to 1.25x the nominal one, in multiples of batch_multiple; the
     # MAX_BATCH_CANDIDATES nearest the nominal batch when there are more.
-    first = -(-max(min_batch_seqs, round(nominal_seqs * 0.8)) // batch_multiple)
-    last = round(nominal_seqs * 1.25) // batch_multiple
+    first = -(-max(min_batch_seqs, round(nominal_seqs * BATCH_RANGE[0])) // batch_multiple)
+    last = round(nominal_seqs * BATCH_RANGE[1]) // batch_multiple
     if last - first + 1 > MAX_BATCH_CANDIDATES:
         centre = nominal_seqs // batch_multiple
         first = max(first, centre - MAX_BATCH_CANDIDATES // 2)
