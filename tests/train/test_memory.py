@@ -128,3 +128,11 @@ def test_out_of_memory_on_the_first_step_halves_the_micro_batch(tmp_path):
     assert [r["step"] for r in rows if "val_loss" in r] == [r["step"] for r in ref_rows if "val_loss" in r]
     assert [r["val_loss"] for r in rows if "val_loss" in r] == \
            pytest.approx([r["val_loss"] for r in ref_rows if "val_loss" in r], rel=1e-6)
+
+
+def test_a_run_planned_for_another_world_size_stops_with_one_line(tmp_path):
+    proc = run_cli("-m", "train", "model.params=2e4", "budget.flops=5e9", "model.seq_len=64", "data.vocab_size=512",
+                   "wandb.mode=disabled", "world_size=2", f"out_dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: world_size: the run is planned for 2 processes but 1 are running; "
+                                   "set world_size=1 (or leave it unset under torchrun)")
