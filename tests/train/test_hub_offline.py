@@ -25,3 +25,12 @@ def test_uncached_fineweb_fails_fast_offline(monkeypatch, tmp_path):
     with pytest.raises(DataError, match=r"data.hf_name: 'HuggingFaceFW/fineweb-edu' is not in the cache .* "
                                         r"unreachable: HF_HUB_OFFLINE is set; it needs a network the first time"):
         load_corpus(cfg)
+
+
+def test_preparing_an_uncached_hub_corpus_offline_is_one_data_error(monkeypatch, tmp_path):
+    from train.data import prepare_data
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = DataConfig.from_any(OmegaConf.load(REPO / "configs" / "data" / "fineweb_edu.yaml"))
+    cfg.cache_dir = str(tmp_path)
+    with pytest.raises(DataError, match="the Hugging Face Hub is unreachable: HF_HUB_OFFLINE is set"):
+        prepare_data(cfg)

@@ -185,11 +185,9 @@ def embedded_documents() -> list[str]:
 
 def load_corpus(cfg: DataConfig) -> Any:
     """The corpus as a `datasets.Dataset` with a single ``text`` column, blank documents dropped."""
-    hf_cache = str(P.hf_cache_dir(cfg.cache_dir))
-    if cfg.source == "hf" and cfg.hf_streaming and not (_stream_dir(cfg, hf_cache) / "_complete").is_file():
-        _check_hub(cfg, _stream_dir(cfg, hf_cache))  # before the slow import: fail fast offline
     import datasets
 
+    hf_cache = str(P.hf_cache_dir(cfg.cache_dir))
     if cfg.source == "embedded":
         ds = datasets.Dataset.from_dict({"text": embedded_documents()})
     elif cfg.source == "text":
@@ -266,6 +264,15 @@ def hub_unreachable() -> str | None:
     except OSError as error:
         return f"no connection to {host}:{port} ({error.__class__.__name__}: {error})"
     return None
+
+
+def check_hub_if_uncached(cfg: DataConfig) -> None:
+    """A streamed Hub corpus not yet in the cache needs the Hub: a one-line DataError at once when
+    it cannot be reached (before `datasets` is even imported), instead of the client's retries."""
+    if cfg.source == "hf" and cfg.hf_streaming:
+        out = _stream_dir(cfg, str(P.hf_cache_dir(cfg.cache_dir)))
+        if not (out / "_complete").is_file():
+            _check_hub(cfg, out)
 
 
 def _stream_dir(cfg: DataConfig, hf_cache: str) -> Path:
