@@ -218,7 +218,12 @@ class Trainer:
         try:
             while True:
                 try:
-                    return self._train_step(lr)
+                    loss = self._train_step(lr)
+                    if self.device.type == "cuda" and self.world.is_main:  # the memory model's check
+                        print(f"first step: peak memory {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f} GiB "
+                              f"at a micro-batch of {self.batches.micro_batch_size} (planned: "
+                              f"{self.plan.micro_batch_seqs}, estimated {self.plan.est_peak_memory_gb} GiB)", flush=True)
+                    return loss
                 except torch.cuda.OutOfMemoryError:
                     micro = self.batches.micro_batch_size
                     if entered or micro == 1 or self.world.size > 1:

@@ -78,3 +78,4 @@ def test_out_of_memory_back_off_on_cuda(tmp_path):
     proc = train(f"out_dir={tmp_path / 'run'}", "device=cuda", "optim.micro_batch_seqs=8", fault="first-step:1:oom")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "retrying step 1 with 4 x 4 accumulation steps (global batch unchanged)" in proc.stderr
+    assert "first step: peak memory" in proc.stdout and "at a micro-batch of 4 (planned: 8" in proc.stdout
