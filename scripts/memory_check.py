@@ -14,7 +14,7 @@ bound under torch.compile), and the peak of the second step is measured:
   /proc/self/clear_refs) above its resident memory before the model was built, with glibc's mmap
   threshold pinned low so that freed tensors leave the resident set. Linux only.
 
-The estimate comes from the memory model, `train/plan/memory.py` (or `train/memory.py`):
+The estimate comes from the memory model, `train/plan/memory.py`:
 `estimate_memory(shape, params_total, precision, ...)` and the estimate's `peak_bytes(micro_batch)`.
 Where no such module exists the estimate is left out with a one-line note, and the measured
 peaks are still printed. Prints a table and one JSON line per size; `--json FILE` also appends
@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MMAP_THRESHOLD = "65536"
-MEMORY_MODULES = ("train.plan.memory", "train.memory")
+MEMORY_MODULES = ("train.plan.memory",)
 GIB = 2 ** 30
 
 if __name__ == "__main__" and os.environ.get("MALLOC_MMAP_THRESHOLD_") != MMAP_THRESHOLD \

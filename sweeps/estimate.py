@@ -37,6 +37,9 @@ def detect_device_kind(device: str) -> str:
     (device=cuda) is planned on a machine without one."""
     if device == "cpu":
         return "cpu"
+    import os
+    if not os.path.exists("/proc/driver/nvidia/version"):  # no NVIDIA driver: no GPU, and no torch import
+        return "cpu" if device == "auto" else "H100"
     try:
         import torch
         if not torch.cuda.is_available():

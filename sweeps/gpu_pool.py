@@ -5,7 +5,7 @@ that asks for k GPUs (`gpus_per_run`) takes one free lane on each of k distinct 
 
     CUDA_VISIBLE_DEVICES=<its GPUs> <command> <the job's overrides>          (k = 1)
     CUDA_VISIBLE_DEVICES=<its GPUs> python -m torch.distributed.run --standalone
-        --nproc_per_node=k -m train <the job's overrides>                     (k > 1)
+        --nproc_per_node=k -m train <the job's overrides> world_size=k        (k > 1)
 
 with `command` defaulting to `[sys.executable, "-m", "train"]`. Jobs wait in a FIFO queue until
 enough GPUs have a free lane (and fewer than `max_concurrent` jobs are running), so two jobs never
@@ -318,7 +318,11 @@ class GpuPoolLauncher(Launcher):
     def job_command(self, overrides: Sequence[str]) -> list[str]:
         s = self.settings
         base = distributed_command(s.command, s.gpus_per_run) if s.gpus_per_run > 1 and s.torchrun else s.command
-        return list(base) + [str(o) for o in overrides]
+        extra = []
+        if s.gpus_per_run > 1 and override_value(overrides, "world_size") is None:
+            # the trainer plans its batch for this many ranks (a whole multiple of it), as the sweep did
+            extra = [f"world_size={s.gpus_per_run}"]
+        return list(base) + [str(o) for o in overrides] + extra
 
     def _label(self, slots: Sequence[tuple[str, int]]) -> str:
         if self.settings.runs_per_gpu > 1:

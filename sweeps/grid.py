@@ -98,7 +98,9 @@ def grid_ratio(sweep) -> float:
 
 def make_point(cfg, budget: float, target: float, refine: bool = False) -> GridPoint:
     """One (C, N) run: its full plan from the sweep's config with this budget and size target."""
-    point_cfg = copy.deepcopy(cfg)
+    # a copy without the large `hydra` node, which planning never reads
+    point_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]) if "hydra" in cfg else copy.deepcopy(cfg)
+    OmegaConf.set_struct(point_cfg, OmegaConf.is_struct(cfg))
     with open_dict(point_cfg):
         point_cfg.model.params = target
         point_cfg.budget.flops = budget

@@ -14,7 +14,7 @@ from typing import Any, List
 
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from sweeps.estimate import detect_device_kind, throughput_for
 from sweeps.grid import GridError, budgets_of, GridPoint, build_grid, grid_ratio, make_point, outside_bounds, sweep_dir_of
@@ -65,6 +65,10 @@ class IsoflopSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         cfg = self.config
+        runs_on = cfg.hydra.launcher.get("gpus_per_run") if "launcher" in cfg.get("hydra", {}) else None
+        if cfg.get("world_size") is None and isinstance(runs_on, int) and runs_on > 1:
+            with open_dict(cfg):
+                cfg.world_size = runs_on  # plan each run's batch for the ranks the launcher starts
         try:
             points = build_grid(cfg)
             sweep_dir = sweep_dir_of(cfg)

@@ -78,9 +78,9 @@ class OptimConfig:
     lr_table: Dict[str, float] = field(default_factory=dict)  # {total params: peak lr}
     batch_tokens: Optional[int] = None  # global batch in tokens; overrides batch_rule
     batch_rule: str = "deepseek"       # deepseek | constant
-    micro_batch_seqs: Optional[int] = None  # sequences per forward pass; None = the whole batch
-    batch_multiple: int = 1            # global batch in whole multiples of this many sequences:
-                                       # set it to the data-parallel world size (or a multiple)
+    micro_batch_seqs: Optional[int] = None  # sequences per forward pass; None = the largest that fits device_memory_gb
+    batch_multiple: int = 1            # global batch in whole multiples of this many sequences
+                                       # (and always of world_size)
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
@@ -113,6 +113,12 @@ class TrainConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     precision: str = "auto"            # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: Optional[bool] = None     # None: torch.compile on CUDA only
+    # Data-parallel processes of the run; None = torchrun's WORLD_SIZE, else 1. The global batch is
+    # planned in multiples of it (docs/training.md, "Memory model and micro-batches").
+    world_size: Optional[int] = None
+    # Memory (GiB) of the device the micro-batches are sized for; None = the CUDA device's total
+    # memory, no cap on the CPU. e.g. 80 plans for an H100 from any machine.
+    device_memory_gb: Optional[float] = None
     eval_every: int = 0                # steps between validation evals; 0 = about 10 per run
     eval_tokens: int = 65536           # validation tokens of the final eval (the run's result)
     eval_fraction: float = 0.02        # the evals before it cost at most this share of the training compute

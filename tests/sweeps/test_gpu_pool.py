@@ -153,6 +153,7 @@ def test_two_gpus_per_run_start_torchrun_with_two_ranks(tmp_path, recorder):
         ranks = [e for e in entries if e["job"] == job]
         assert sorted(e["rank"] for e in ranks) == ["0", "1"] and {e["world"] for e in ranks} == {"2"}
         assert len({e["gpus"] for e in ranks}) == 1 and len(ranks[0]["gpu_set"]) == 2  # both ranks see the pair
+        assert all(e["args"][-1] == "world_size=2" for e in ranks)  # the trainer plans for two ranks
     assert_no_shared_gpu([next(e for e in entries if e["job"] == job) for job in ("0", "1")])
 
 
@@ -287,3 +288,18 @@ def test_hydra_reports_a_bad_pool_before_planning(tmp_path):
     assert proc.returncode != 0
     assert "gpus_per_run=3: more than the pool's 2 GPUs" in proc.stderr + proc.stdout
     assert not (tmp_path / "plan.json").exists()
+
+
+def test_a_sweep_for_two_gpus_per_run_plans_batches_for_two_ranks(tmp_path, demo_corpus):
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps", "sweep=demo", f"sweep.out_dir={tmp_path}", "dry_run=true",
+         "hydra/launcher=gpu_pool", "hydra.launcher.gpus=[0,1]", "hydra.launcher.gpus_per_run=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.strip().endswith(" new")]
+    assert rows
+    header = next(line for line in proc.stdout.splitlines() if " micro " in line)
+    micro_column = header.split().index("micro") - 3  # "budget C", "params N", "tokens D": two words each
+    for row in rows:
+        micro, accum, world = map(int, row[micro_column].split("x"))
+        assert world == 2 and int(row[micro_column - 1]) == micro * accum * world * 128  # batch tokens, seq_len 128

@@ -245,15 +245,57 @@ def _load_hf(cfg: DataConfig, hf_cache: str) -> Any:
                         f"{cfg.hf_split!r}); it needs a network the first time: {first}") from e
 
 
+HUB_CHECK_TIMEOUT_S = 3.0
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be reached (offline mode, or no connection within
+    HUB_CHECK_TIMEOUT_S), or None. One quick check instead of the Hub client's retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var} is set"
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=HUB_CHECK_TIMEOUT_S).close()
+    except OSError as error:
+        return f"no connection to {host}:{port} ({error.__class__.__name__}: {error})"
+    return None
+
+
+def check_hub_if_uncached(cfg: DataConfig) -> None:
+    """A streamed Hub corpus not yet in the cache needs the Hub: a one-line DataError at once when
+    it cannot be reached (before `datasets` is even imported), instead of the client's retries."""
+    if cfg.source == "hf" and cfg.hf_streaming:
+        out = _stream_dir(cfg, str(P.hf_cache_dir(cfg.cache_dir)))
+        if not (out / "_complete").is_file():
+            _check_hub(cfg, out)
+
+
+def _stream_dir(cfg: DataConfig, hf_cache: str) -> Path:
+    ident = json.dumps([cfg.hf_name, cfg.hf_subset, cfg.hf_split, cfg.text_column, cfg.max_documents])
+    return Path(hf_cache) / f"stream-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+
+def _check_hub(cfg: DataConfig, where: Path) -> None:
+    why = hub_unreachable()
+    if why:
+        raise DataError(f"data.hf_name: {cfg.hf_name!r} is not in the cache ({where}) and the Hugging Face Hub "
+                        f"is unreachable: {why}; it needs a network the first time")
+
+
 def _materialize_stream(cfg: DataConfig, hf_cache: str) -> Any:
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ident = json.dumps([cfg.hf_name, cfg.hf_subset, cfg.hf_split, cfg.text_column, cfg.max_documents])
-    out = Path(hf_cache) / f"stream-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+    out = _stream_dir(cfg, hf_cache)
     done = out / "_complete"
     if not done.is_file():
+        _check_hub(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
         stream = datasets.load_dataset(cfg.hf_name, cfg.hf_subset, split=cfg.hf_split, streaming=True)
         buf, shard, n = [], 0, 0

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import paths as P
 from .config import DataConfig
-from .corpora import fingerprint, load_corpus, log, sha256_file, _procs
+from .corpora import check_hub_if_uncached, fingerprint, load_corpus, log, sha256_file, _procs
 from .errors import DataError
 from .tokenizer import EOS, build_tokenizer, eos_id, tokenizer_spec
 
@@ -216,6 +216,7 @@ def _build(cfg: DataConfig, key: str, fp: str, out: Path) -> PreparedData:
     t0 = time.time()
     log(f"preparing {cfg.name!r} (source={cfg.source}, tokenizer={cfg.tokenizer}, "
         f"vocab_size={cfg.vocab_size}) into {out}")
+    check_hub_if_uncached(cfg)  # offline: fail fast, before importing datasets
     with _progress_bars(cfg.source != "embedded"):
         ds = load_corpus(cfg)
     with _progress_bars(len(ds) >= 50_000):

@@ -20,3 +20,7 @@ class ConventionError(ValueError):
 
 class HparamError(ValueError):
     """A hyperparameter rule that cannot be applied."""
+
+
+class MemoryPlanError(ValueError):
+    """A run that cannot fit the device's memory, or a setting the memory model does not know."""

@@ -7,12 +7,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 
 from train.plan.budget import BudgetPlan, plan_budget
 from train.plan.errors import ConfigError
 from train.plan.flops import check_convention, flops_per_token
 from train.plan.hparams import peak_lr, target_batch_tokens, warmup_steps
+from train.plan.memory import (DEFAULT_GPU_MEMORY_GB, GIB, choose_micro_batch, estimate_memory,
+                               largest_divisor_at_most)
 from train.plan.params import ParamCount, count_params
 from train.plan.shapes import (ModelShape, ShapeError, catalog_shape, head_dim_for, pad_vocab,
                           shape_from_params, swiglu_hidden)
@@ -31,6 +34,12 @@ class RunPlan:
     warmup_steps: int
     seed: int
     run_id: str
+    # How the global batch runs (not part of the run id: it does not change the result).
+    world_size: int = 1
+    micro_batch_seqs: int = 1
+    grad_accum_steps: int = 1
+    est_peak_memory_gb: float = 0.0
+    device_memory_gb: float | None = None  # the memory the micro-batch was sized for; None: no cap
 
     def to_dict(self) -> dict:
         return {
@@ -50,6 +59,11 @@ class RunPlan:
             "lr": self.lr,
             "warmup_steps": self.warmup_steps,
             "seed": self.seed,
+            "world_size": self.world_size,
+            "micro_batch_seqs": self.micro_batch_seqs,
+            "grad_accum_steps": self.grad_accum_steps,
+            "est_peak_memory_gb": self.est_peak_memory_gb,
+            "device_memory_gb": self.device_memory_gb,
         }
 
 
@@ -88,8 +102,52 @@ def run_id_for(identity: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def resolve_world_size(cfg) -> int:
+    """world_size, or torchrun's WORLD_SIZE when it is not set, else 1."""
+    world = cfg.get("world_size")
+    if world is None:
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+        except ValueError:
+            world = 1
+    if not isinstance(world, int) or world < 1:
+        raise ConfigError(f"world_size: must be a positive number of processes, got {world!r}")
+    return world
+
+
+def memory_target(cfg) -> tuple[str, float | None]:
+    """The device kind a run is planned for and the memory (GiB) its micro-batch must fit; None:
+    no cap. device_memory_gb wins; else a CUDA device's total memory; a device=cuda run planned
+    on a machine without a GPU is planned for an 80 GB H100; the CPU has no cap."""
+    device = str(cfg.get("device", "auto"))
+    gb = cfg.get("device_memory_gb")
+    if gb is not None:
+        _positive(gb, "device_memory_gb")
+        return ("cpu" if device == "cpu" else "cuda"), float(gb)
+    if device.startswith(("cpu", "mps")):
+        return "cpu", None
+    detected = _cuda_memory_gb(device)
+    if detected is not None:
+        return "cuda", detected
+    if device.startswith("cuda"):
+        return "cuda", DEFAULT_GPU_MEMORY_GB
+    return "cpu", None
+
+
+def _cuda_memory_gb(device: str) -> float | None:
+    """Total memory of the CUDA device a run would use; None without one. Loads torch only when
+    an NVIDIA driver is present, so planning on a CPU machine stays fast."""
+    if not os.path.exists("/proc/driver/nvidia/version") or os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return None
+    from train.run.device import cuda_memory_gb
+    return cuda_memory_gb(device)
+
+
 def make_plan(cfg) -> RunPlan:
-    """The run's plan. It does not depend on the world size, so a dry run shows what torchrun trains."""
+    """The run's plan, for its world size (world_size, or torchrun's): a dry run with the same
+    world size shows what torchrun trains. The global batch is a whole multiple of the world size
+    (and of optim.batch_multiple), of 8 x the world size wherever the budget tolerance allows, and
+    splits on every rank into micro-batches sized to the device's memory (train/plan/memory.py)."""
     if cfg.budget.flops is None:
         raise ConfigError("budget.flops: required (e.g. budget.flops=3e11)")
     _positive(cfg.budget.flops, "budget.flops")
@@ -100,9 +158,12 @@ def make_plan(cfg) -> RunPlan:
     budget_flops = float(cfg.budget.flops)
     opt = cfg.optim
     batch_target = target_batch_tokens(opt.batch_rule, budget_flops, opt.batch_tokens)
+    world = resolve_world_size(cfg)
+    if opt.batch_multiple < 1:
+        raise ConfigError(f"optim.batch_multiple: must be at least 1, got {opt.batch_multiple}")
     budget = plan_budget(budget_flops, per_token[convention], convention, shape.seq_len, batch_target,
                          min_steps=cfg.budget.min_steps, tolerance=cfg.budget.tolerance,
-                         batch_multiple=opt.batch_multiple)
+                         batch_multiple=math.lcm(opt.batch_multiple, world), preferred_multiple=8 * world)
     lr = peak_lr(opt.lr_rule, budget_flops, params.total, opt.lr_constant, dict(opt.lr_table or {}), opt.lr)
     warmup = warmup_steps(budget.steps, opt.warmup_fraction, opt.warmup_max_steps)
     identity = {
@@ -110,8 +171,26 @@ def make_plan(cfg) -> RunPlan:
         "optim": {k: opt[k] for k in ("beta1", "beta2", "eps", "weight_decay", "grad_clip", "final_lr_fraction")},
         "data": {k: v for k, v in _as_dict(cfg.data).items() if k not in ("cache_dir", "num_proc")},
     }
+    # micro-batches: the requested size (optim.micro_batch_seqs), else the largest that fits
+    kind, memory_gb = memory_target(cfg)
+    precision = cfg.get("precision", "auto")
+    precision = ("bf16" if kind == "cuda" else "fp32") if precision == "auto" else precision
+    compile_ = cfg.get("compile")
+    attention = cfg.model.get("attention", "auto")
+    estimate = estimate_memory(shape, params.total, precision if precision in ("fp32", "bf16") else "fp32",
+                               attention="flash_attn" if attention == "flash_attn" else "sdpa",
+                               compile=kind == "cuda" if compile_ is None else bool(compile_), world_size=world,
+                               fused_optimizer=kind == "cuda", cpu_fused=kind == "cpu" and precision == "fp32")
+    per_rank = budget.batch_seqs // world
+    requested = opt.get("micro_batch_seqs")
+    if requested:
+        micro = largest_divisor_at_most(per_rank, int(requested))
+    else:
+        micro = choose_micro_batch(per_rank, estimate, memory_gb)
     return RunPlan(shape=shape, params=params, flops_per_token=per_token, budget=budget, lr=lr,
-                   warmup_steps=warmup, seed=cfg.seed, run_id=run_id_for(identity))
+                   warmup_steps=warmup, seed=cfg.seed, run_id=run_id_for(identity), world_size=world,
+                   micro_batch_seqs=micro, grad_accum_steps=per_rank // micro,
+                   est_peak_memory_gb=round(estimate.peak_bytes(micro) / GIB, 2), device_memory_gb=memory_gb)
 
 
 def _as_dict(node) -> dict:

@@ -91,6 +91,9 @@ def _candidate_widths(max_width: int = 4096):
         width += head_dim_for(width)
 
 
+# Every candidate width with its parameters per layer (attention 4d², SwiGLU 3d·d_ff, two norms).
+_WIDTHS = [(d, 4 * d * d + 3 * d * swiglu_hidden(d) + 2 * d) for d in _candidate_widths()]
+
 # No deep stacks of very narrow layers: at tiny sizes they train markedly worse than a wider,
 # shallower model of the same count (7 layers of width 8 lost to 1 of width 24 with 50% more
 # parameters on the demo's data), which would put bumps into IsoFLOP curves.
@@ -120,22 +123,25 @@ def shape_from_params(target: float, vocab_size: int, seq_len: int, tie_embeddin
         raise ShapeError(f"model.aspect_ratio: must be positive, got {aspect_ratio}")
     best_in_tolerance = None
     closest = None
+    embedding_copies = 1 if tie_embeddings else 2
     for n_layer in range(1, max_layers + 1):
-        for d_model in _candidate_widths():
+        for d_model, per_layer in _WIDTHS:
             if d_model < MIN_ASPECT_RATIO * n_layer:
                 continue
-            shape = shape_from_width_depth(d_model, n_layer, vocab_size, seq_len, tie_embeddings)
-            miss = abs(math.log(count_params(shape).total / target))
+            # count_params(shape_from_width_depth(d_model, n_layer, ...)).total, without building the shape
+            total = n_layer * per_layer + d_model + embedding_copies * vocab_size * d_model
+            miss = abs(math.log(total / target))
             aspect_miss = abs(math.log(d_model / n_layer / aspect_ratio))
             if closest is None or miss < closest[0]:
-                closest = (miss, shape)
+                closest = (miss, (d_model, n_layer))
             if miss <= math.log1p(PARAM_TOLERANCE):
                 key = (aspect_miss, miss)
                 if best_in_tolerance is None or key < best_in_tolerance[0]:
-                    best_in_tolerance = (key, shape)
+                    best_in_tolerance = (key, (d_model, n_layer))
     if best_in_tolerance is not None:
-        return best_in_tolerance[1]
-    miss, shape = closest
+        return shape_from_width_depth(*best_in_tolerance[1], vocab_size, seq_len, tie_embeddings)
+    miss, (d_model, n_layer) = closest
+    shape = shape_from_width_depth(d_model, n_layer, vocab_size, seq_len, tie_embeddings)
     if miss > math.log1p(MAX_RULE_MISS):
         got = count_params(shape).total
         raise ShapeError(

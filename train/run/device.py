@@ -77,3 +77,13 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"
+
+
+def cuda_memory_gb(name: str = "auto") -> float | None:
+    """Total memory (GiB) of the CUDA device `name` would train on (under torchrun, the local
+    rank's), or None without CUDA. The planner sizes micro-batches to it (train/plan/memory.py)."""
+    if name.startswith(("cpu", "mps")) or not torch.cuda.is_available():
+        return None
+    import os
+    index = int(name.split(":", 1)[1]) if ":" in name else int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.cuda.get_device_properties(index).total_memory / 2 ** 30

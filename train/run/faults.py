@@ -12,7 +12,8 @@ separated by commas:
   process's second checkpoint save).
 - action: `kill` (default): SIGKILL this process, a crash that runs no handler and no cleanup;
   `enospc`: raise OSError(ENOSPC), a full disk; `term`/`usr1`/`usr2`: send that signal to this
-  process (a preemption at an exact point); `sleep<seconds>`, e.g. `sleep0.2`: a slow step.
+  process (a preemption at an exact point); `sleep<seconds>`, e.g. `sleep0.2`: a slow step;
+  `oom`: raise torch.cuda.OutOfMemoryError (a micro-batch too large for the device).
 
 | point | where |
 |---|---|
@@ -22,6 +23,7 @@ separated by commas:
 | `<kind>-write` | inside an atomic write: half of the temp file written and fsynced |
 | `<kind>-rename` | inside an atomic write: temp file complete and fsynced, not yet renamed |
 | `ckpt-prune` | a new checkpoint in place, the older ones not yet deleted |
+| `first-step` | inside each try of this process's first training step: gradients computed, optimizer update not yet started (`first-step:1:oom` tests the micro-batch back-off) |
 
 `<kind>` names the file of an atomic write (train/run/rundir.py): `ckpt` (checkpoints/step-*.pt),
 `result` (result.json), `csv` (results.csv), `metrics` (metrics.jsonl rewritten on resume),
@@ -63,7 +65,7 @@ def parse(text: str) -> list[Spec]:
                 n = None
             elif extra.isdigit():
                 n = int(extra)
-            elif extra in ("kill", "enospc", "term", "usr1", "usr2") or extra.startswith("sleep"):
+            elif extra in ("kill", "enospc", "term", "usr1", "usr2", "oom") or extra.startswith("sleep"):
                 action = extra
             else:
                 raise ValueError(f"{ENV}: cannot read {item!r}; expected <point>[:<n>|*][:<action>]")
@@ -114,5 +116,8 @@ def _act(spec: Spec, point: str, which: int, path: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path) if path else None)
     elif spec.action in ("term", "usr1", "usr2"):
         os.kill(os.getpid(), {"term": signal.SIGTERM, "usr1": signal.SIGUSR1, "usr2": signal.SIGUSR2}[spec.action])
+    elif spec.action == "oom":
+        import torch
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected by {ENV} at {point}:{which})")
     elif spec.action.startswith("sleep"):
         time.sleep(float(spec.action.removeprefix("sleep") or 0.1))

@@ -114,6 +114,9 @@ def run_training(cfg) -> dict | None:
     world = distributed.init_world(device.type)
     if world.size > 1 and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
+    if world.size != plan.world_size:
+        raise ConfigError(f"world_size: the run is planned for {plan.world_size} processes but {world.size} "
+                          f"are running; set world_size={world.size} (or leave it unset under torchrun)")
     if plan.budget.batch_seqs % world.size:
         raise ConfigError(f"optim.batch_multiple: the global batch of {plan.budget.batch_seqs} sequences does not "
                           f"split over {world.size} processes; set optim.batch_multiple={world.size}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -91,7 +92,8 @@ class Trainer:
         budget = plan.budget
         self.total_steps = budget.steps
         local_seqs = budget.batch_seqs // world.size
-        micro = largest_divisor_at_most(local_seqs, cfg.optim.micro_batch_seqs or local_seqs)
+        micro = largest_divisor_at_most(local_seqs, plan.micro_batch_seqs)  # sized to the device (train/plan/memory.py)
+        self.prepared = prepared
         self.batches = prepared.train_batches(plan.shape.seq_len, budget.batch_seqs, micro,
                                               rank=world.rank, world_size=world.size, seed=cfg.seed,
                                               pin_memory=device.type == "cuda")
@@ -205,6 +207,45 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return distributed.all_mean(float(loss_sum), self.world, self.device)
 
+    def _first_step(self, lr: float) -> float:
+        """The first step of this process; on CUDA out of memory in its forward or backward, halve
+        the micro-batch and take it again. The global batch, and so the result, stay the same."""
+        entered = []
+        def before_update(*_):
+            faults.hit("first-step")  # gradients computed, optimizer update not yet started
+            entered.append(True)
+        hook = self.optimizer.register_step_pre_hook(before_update)
+        try:
+            while True:
+                try:
+                    loss = self._train_step(lr)
+                    if self.device.type == "cuda" and self.world.is_main:  # the memory model's check
+                        print(f"first step: peak memory {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f} GiB "
+                              f"at a micro-batch of {self.batches.micro_batch_size} (planned: "
+                              f"{self.plan.micro_batch_seqs}, estimated {self.plan.est_peak_memory_gb} GiB)", flush=True)
+                    return loss
+                except torch.cuda.OutOfMemoryError:
+                    micro = self.batches.micro_batch_size
+                    if entered or micro == 1 or self.world.size > 1:
+                        raise  # in the optimizer update, already one sequence, or ranks out of step
+                    self._halve_micro_batch(micro)
+        finally:
+            hook.remove()
+
+    def _halve_micro_batch(self, micro: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        local_seqs = self.plan.budget.batch_seqs // self.world.size
+        smaller = largest_divisor_at_most(local_seqs, micro // 2)
+        self.batches = self.prepared.train_batches(self.plan.shape.seq_len, self.plan.budget.batch_seqs, smaller,
+                                                   rank=self.world.rank, world_size=self.world.size,
+                                                   seed=self.cfg.seed, pin_memory=self.device.type == "cuda")
+        self.batches.seek(self.step)
+        print(f"warning: out of memory at a micro-batch of {micro} sequences; retrying step {self.step + 1} "
+              f"with {smaller} x {local_seqs // smaller} accumulation steps (global batch unchanged)",
+              file=sys.stderr, flush=True)
+
     @torch.no_grad()
     def evaluate(self, final: bool = True) -> float:
         """Mean validation loss per token: over all eval_tokens, or (final=False) over the first
@@ -247,7 +288,7 @@ class Trainer:
             # step
             lr = lr_at(self.step, self.total_steps, plan.lr, plan.warmup_steps, opt.final_lr_fraction)
             t0 = time.perf_counter()
-            train_loss = self._train_step(lr)
+            train_loss = self._train_step(lr) if self.step > first_step else self._first_step(lr)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0
