@@ -51,7 +51,7 @@ def rel(a: float, b: float) -> float:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
-    one, two = base / "one", base / "two"
+    one, two, accum = base / "one", base / "two", base / "accum"
     t0 = time.time()
     single = run_cli("-m", "train", *TINY, f"out_dir={one}", env=ENV)
     assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-3000:]
@@ -59,19 +59,26 @@ def runs(tmp_path_factory):
     ddp = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                   "-m", "train", *TINY, f"out_dir={two}", env=ENV)
     assert ddp.returncode == 0, ddp.stdout[-2000:] + ddp.stderr[-3000:]
-    print(f"single-process run {t1 - t0:.1f}s, 2-process run {time.time() - t1:.1f}s")
-    return one, two, single, ddp
+    t2 = time.time()
+    # Gradient accumulation under DDP: 3 sequences per rank, one per forward pass, so every rank
+    # runs two micro-batches under no_sync() and all-reduces on the third.
+    ddp_accum = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "train", *TINY, "optim.micro_batch_seqs=1", f"out_dir={accum}", env=ENV)
+    assert ddp_accum.returncode == 0, ddp_accum.stdout[-2000:] + ddp_accum.stderr[-3000:]
+    print(f"single-process run {t1 - t0:.1f}s, 2-process run {t2 - t1:.1f}s, "
+          f"2-process run with accumulation {time.time() - t2:.1f}s")
+    return one, two, single, ddp, accum
 
 
 def test_both_complete_and_record_their_world_size(runs):
-    one, two, _, _ = runs
+    one, two, *_ = runs
     for run_dir, world_size in ((one, 1), (two, 2)):
         assert read_json(run_dir / "result.json")["status"] == "completed"
         assert read_json(run_dir / "env.json")["world_size"] == world_size
 
 
 def test_plans_are_identical(runs):
-    one, two, _, _ = runs
+    one, two, *_ = runs
     plan_one, plan_two = read_json(one / "plan.json"), read_json(two / "plan.json")
     assert plan_one == plan_two  # same shape, tokens, steps, global batch, lr and run id
     assert plan_one["batch_seqs"] % 2 == 0
@@ -81,7 +88,7 @@ def test_plans_are_identical(runs):
 
 
 def test_train_losses_match_per_step(runs):
-    one, two, _, _ = runs
+    one, two, *_ = runs
     rows_one, rows_two = read_metrics(one), read_metrics(two)
     assert [r["step"] for r in rows_one] == [r["step"] for r in rows_two]
     assert [r["tokens"] for r in rows_one] == [r["tokens"] for r in rows_two]
@@ -91,7 +98,7 @@ def test_train_losses_match_per_step(runs):
 
 
 def test_val_losses_match(runs):
-    one, two, _, _ = runs
+    one, two, *_ = runs
     evals_one = {r["step"]: r["val_loss"] for r in read_metrics(one) if "val_loss" in r}
     evals_two = {r["step"]: r["val_loss"] for r in read_metrics(two) if "val_loss" in r}
     assert evals_one.keys() == evals_two.keys() and {5, 10} <= evals_one.keys()
@@ -105,7 +112,7 @@ def test_val_losses_match(runs):
 
 
 def test_only_rank_zero_writes_the_run_directory(runs):
-    one, two, _, ddp = runs
+    one, two, _, ddp, _ = runs
 
     def listing(run_dir: Path) -> list[str]:
         return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
@@ -115,3 +122,18 @@ def test_only_rank_zero_writes_the_run_directory(runs):
     # One row per step: a second writer would append every step twice.
     assert [r["step"] for r in rows] == list(range(1, read_json(two / "plan.json")["steps"] + 1))
     assert ddp.stdout.count("final val loss") == 1  # the summary comes from rank 0 alone
+
+
+def test_accumulation_under_ddp_matches_one_process(runs):
+    """2 ranks x 3 micro-batches of one sequence equal one process with the whole batch."""
+    one, _, _, _, accum = runs
+    assert read_json(accum / "result.json")["status"] == "completed"
+    assert read_json(accum / "plan.json") == read_json(one / "plan.json")  # micro-batching is not in the run id
+    rows_one, rows_accum = read_metrics(one), read_metrics(accum)
+    assert [r["step"] for r in rows_one] == [r["step"] for r in rows_accum]
+    diffs = [rel(a["train_loss"], b["train_loss"]) for a, b in zip(rows_one, rows_accum)]
+    assert max(diffs[:EARLY_STEPS]) <= EARLY_RTOL, diffs[:EARLY_STEPS]
+    assert max(diffs) <= ALL_STEPS_RTOL, diffs
+    final_one = read_json(one / "result.json")["final_val_loss"]
+    final_accum = read_json(accum / "result.json")["final_val_loss"]
+    assert rel(final_one, final_accum) <= FINAL_VAL_RTOL, (final_one, final_accum)
