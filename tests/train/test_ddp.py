@@ -13,6 +13,9 @@ on a 2-core CPU with OMP_NUM_THREADS=1:
   - train loss, all 35 steps: rounding differences grow as training amplifies them (lr 1.2e-2),
     up to 4.8e-4 relative by step 32. Checked at 5e-3.
   - final validation loss: 1.4e-4 relative. Checked at 1e-3.
+With gradient accumulation under DDP (optim.micro_batch_seqs=1: 3 micro-batches per rank, two of
+them under no_sync()), measured the same way: train loss steps 1-10 at most 2.8e-6 relative, all
+steps 9.2e-4, final validation loss 6.4e-5; the same tolerances hold.
 A broken DDP is far outside these: without the gradient all-reduce the step-2 train loss is
 already 20% off and the final validation loss 4%.
 """
