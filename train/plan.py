@@ -31,6 +31,7 @@ class RunPlan:
     warmup_steps: int
     seed: int
     run_id: str
+    precision: str = "fp32"  # the resolved training precision (fp32 | bf16), part of the run id
 
     def to_dict(self) -> dict:
         return {
@@ -50,6 +51,7 @@ class RunPlan:
             "lr": self.lr,
             "warmup_steps": self.warmup_steps,
             "seed": self.seed,
+            "precision": self.precision,
         }
 
 
@@ -88,8 +90,45 @@ def run_id_for(identity: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def make_plan(cfg) -> RunPlan:
-    """The run's plan. It does not depend on the world size, so a dry run shows what torchrun trains."""
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _cuda_present() -> bool:
+    """Whether torch would find CUDA, without importing torch when it is not loaded yet (a dry run
+    stays fast): an NVIDIA driver, visible devices and a CUDA build of torch."""
+    import sys
+    if "torch" in sys.modules:
+        return sys.modules["torch"].cuda.is_available()
+    import os
+    from importlib import metadata
+    from pathlib import Path
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    if not Path("/proc/driver/nvidia/version").exists():
+        return False
+    try:
+        return "+cpu" not in metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """fp32 or bf16: what `precision` trains in on `device` (auto is bf16 on CUDA, else fp32,
+    as train.device.pick_dtype picks it)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: unknown value {precision!r}; choose auto, fp32 or bf16")
+    if precision != "auto":
+        return precision
+    if device == "auto":
+        return "bf16" if _cuda_present() else "fp32"
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
+def make_plan(cfg, precision: str | None = None) -> RunPlan:
+    """The run's plan. It does not depend on the world size, so a dry run shows what torchrun trains.
+
+    `precision` is the precision the run really trains in (fp32 or bf16); None resolves
+    cfg.precision for cfg.device (see resolve_precision)."""
     if cfg.budget.flops is None:
         raise ConfigError("budget.flops: required (e.g. budget.flops=3e11)")
     _positive(cfg.budget.flops, "budget.flops")
@@ -105,13 +144,15 @@ def make_plan(cfg) -> RunPlan:
                          batch_multiple=opt.batch_multiple)
     lr = peak_lr(opt.lr_rule, budget_flops, params.total, opt.lr_constant, dict(opt.lr_table or {}), opt.lr)
     warmup = warmup_steps(budget.steps, opt.warmup_fraction, opt.warmup_max_steps)
+    precision = precision or resolve_precision(cfg.precision, cfg.device)
     identity = {
+        "precision": precision,
         "shape": shape.to_dict(), "budget": budget.to_dict(), "lr": lr, "warmup": warmup, "seed": cfg.seed, "eval_tokens": cfg.eval_tokens,
         "optim": {k: opt[k] for k in ("beta1", "beta2", "eps", "weight_decay", "grad_clip", "final_lr_fraction")},
         "data": {k: v for k, v in _as_dict(cfg.data).items() if k not in ("cache_dir", "num_proc")},
     }
     return RunPlan(shape=shape, params=params, flops_per_token=per_token, budget=budget, lr=lr,
-                   warmup_steps=warmup, seed=cfg.seed, run_id=run_id_for(identity))
+                   warmup_steps=warmup, seed=cfg.seed, run_id=run_id_for(identity), precision=precision)
 
 
 def _as_dict(node) -> dict:

@@ -114,6 +114,10 @@ def run_training(cfg) -> dict | None:
     world = distributed.init_world(device.type)
     if world.size > 1 and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
+    dtype = pick_dtype(cfg.precision, device)
+    trained_in = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+    if plan.precision != trained_in:  # precision=auto with device=auto, resolved differently without torch
+        plan = make_plan(cfg, precision=trained_in)
     if plan.budget.batch_seqs % world.size:
         raise ConfigError(f"optim.batch_multiple: the global batch of {plan.budget.batch_seqs} sequences does not "
                           f"split over {world.size} processes; set optim.batch_multiple={world.size}")
@@ -122,7 +126,6 @@ def run_training(cfg) -> dict | None:
     if finished is not None and finished["status"] != "failed":  # failed runs are retried
         say(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do")
         return finished
-    dtype = pick_dtype(cfg.precision, device)
     configure_cpu_threads(device, plan.shape.d_model, cfg.cpu_threads)
 
     # Data: rank 0 prepares (and caches) first, the others then read the cache.
