@@ -14,6 +14,7 @@ import torch
 from train import distributed, faults
 from train.checkpoint import save_checkpoint
 from train.config import ConfigError
+from train.flops import model_flops_per_token
 from train.optim import lr_at
 from train.rundir import MetricsLog, scrub_secrets
 from train.run import EXIT_PREEMPTED  # 75, sysexits' EX_TEMPFAIL: a temporary stop; run it again
@@ -235,7 +236,7 @@ class Trainer:
         plan = self.plan
         batch_tokens = plan.budget.batch_tokens
         flops_per_token = plan.flops_per_token[plan.budget.convention]
-        mfu_flops_per_token = plan.flops_per_token["6N+attn"]  # MFU counts attention too
+        mfu_flops_per_token = model_flops_per_token(plan.shape)  # what a step computes (train/flops.py)
         self.started = time.time()
         self.raw_model.train()
         stop = StopSignals()
