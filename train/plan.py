@@ -149,7 +149,7 @@ def make_plan(cfg, precision: str | None = None) -> RunPlan:
         "precision": precision,
         "shape": shape.to_dict(), "budget": budget.to_dict(), "lr": lr, "warmup": warmup, "seed": cfg.seed, "eval_tokens": cfg.eval_tokens,
         "optim": {k: opt[k] for k in ("beta1", "beta2", "eps", "weight_decay", "grad_clip", "final_lr_fraction")},
-        "data": {k: v for k, v in _as_dict(cfg.data).items() if k not in ("cache_dir", "num_proc")},
+        "data": {k: v for k, v in _as_dict(cfg.data).items() if k not in ("cache_dir", "num_proc", "unique_tokens")},
     }
     return RunPlan(shape=shape, params=params, flops_per_token=per_token, budget=budget, lr=lr,
                    warmup_steps=warmup, seed=cfg.seed, run_id=run_id_for(identity), precision=precision)

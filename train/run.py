@@ -213,7 +213,9 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
                                cfg.optim.weight_decay, fused=device.type == "cuda")
     trainer = Trainer(cfg=cfg, plan=plan, model=model, optimizer=optimizer, prepared=prepared, device=device,
                       dtype=dtype, world=world, run_dir=run_dir, peak_flops=peak_flops(device, cfg.peak_tflops))
-    check_repeats(plan.budget.tokens, trainer.batches.unique_tokens, data_cfg.repeat_policy)
+    # In a sweep the plan already printed the repeats, run by run: each run only records them.
+    epochs = check_repeats(plan.budget.tokens, trainer.batches.unique_tokens, data_cfg.repeat_policy,
+                           quiet=bool(cfg.sweep.name) or not world.is_main)
 
     state = load_latest(run_dir)
     if state is not None:
@@ -242,7 +244,7 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
         raise
     result = None
     if world.is_main:
-        result = write_result(run_dir, plan, outcome)
+        result = write_result(run_dir, plan, outcome | {"epochs": epochs})
         def loss(value):
             return "n/a" if value is None else f"{value:.4f}"
         say(f"run {plan.run_id}: {result['status']}"
@@ -290,6 +292,7 @@ def write_result(run_dir: Path, plan: RunPlan, outcome: dict) -> dict:
         "params": plan.params.to_dict(),
         "shape": plan.shape.to_dict(),
         "tokens": tokens,
+        "epochs": outcome.get("epochs"),  # passes over the training split's unique tokens
         "steps": outcome["step"],
         "flops": {name: per_token * tokens for name, per_token in plan.flops_per_token.items()},
         "lr": plan.lr,
