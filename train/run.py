@@ -106,14 +106,17 @@ def run_training(cfg) -> dict | None:
 
     from train import distributed
     from train.device import configure_cpu_threads, pick_dtype
-    from train.model import ATTENTION_BACKENDS
+    from train.model import ATTENTION_BACKENDS, flash_attn_available, flash_attn_problem
     if cfg.model.attention not in ATTENTION_BACKENDS:
         raise ConfigError(f"model.attention: unknown backend {cfg.model.attention!r}; choose one of "
                           f"{', '.join(ATTENTION_BACKENDS)}")
+    if cfg.model.attention == "flash_attn" and not flash_attn_available():
+        raise ConfigError(f"model.attention: flash_attn requested but {flash_attn_problem()}; use "
+                          "model.attention=auto (flash-attn where it works, else SDPA) or sdpa")
     device = _device(cfg.device)
     world = distributed.init_world(device.type)
     if world.size > 1 and device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
+        device = torch.device("cuda", torch.cuda.current_device())  # the local rank's (init_world)
     dtype = pick_dtype(cfg.precision, device)
     trained_in = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
     if plan.precision != trained_in:  # precision=auto with device=auto, resolved differently without torch
@@ -128,11 +131,12 @@ def run_training(cfg) -> dict | None:
         return finished
     configure_cpu_threads(device, plan.shape.d_model, cfg.cpu_threads)
 
-    # Data: rank 0 prepares (and caches) first, the others then read the cache.
+    # Data: rank 0 prepares (and caches) first, the others then read the cache. A sweep has
+    # prepared it before launching any run.
     data_cfg = DataConfig.from_any(cfg.data)
     if world.is_main:
         prepared = _prepare_data(data_cfg)
-    distributed.barrier(world)
+    distributed.wait_for_main(world)
     if not world.is_main:
         prepared = _prepare_data(data_cfg)
     if prepared.vocab_size > plan.shape.vocab_size:
