@@ -30,7 +30,11 @@ def export_slurm_ranks() -> bool:
     if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
         return False
     from submitit.helpers import TorchDistributedEnvironment
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    env = TorchDistributedEnvironment()
+    if env.local_world_size == env.world_size:
+        # one node: its tasks meet on the loopback, whether or not the node's name resolves
+        env.master_addr = "127.0.0.1"
+    env.export(set_cuda_visible_devices=False)
     return True
 
 

@@ -140,3 +140,38 @@ def test_accumulation_under_ddp_matches_one_process(runs):
     final_one = read_json(one / "result.json")["final_val_loss"]
     final_accum = read_json(accum / "result.json")["final_val_loss"]
     assert rel(final_one, final_accum) <= FINAL_VAL_RTOL, (final_one, final_accum)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(600, func_only=True)
+def test_two_slurm_tasks_with_accumulation_match_one_process(runs, tmp_path):
+    """One run as a SLURM job of 2 tasks on the localhost cluster (hydra/launcher=submitit_slurm,
+    tasks_per_node=2): each task gets torch's rank variables from submitit's
+    TorchDistributedEnvironment, and the 2 gloo ranks with accumulation match one process."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.slurm_cluster import PARTITION, require_slurm
+    env = require_slurm() | ENV
+    one = runs[0]
+    run_dir, submitit = tmp_path / "run", tmp_path / ".submitit"
+    cmd = [sys.executable, "-m", "train", "--multirun", *TINY, "optim.micro_batch_seqs=1", f"out_dir={run_dir}",
+           "sweep.name=slurm-ddp", f"sweep.out_dir={tmp_path}", "device=cpu", "hydra/launcher=submitit_slurm", f"hydra.launcher.submitit_folder={submitit}/%j",
+           f"hydra.launcher.partition={PARTITION}", "hydra.launcher.nodes=1", "hydra.launcher.tasks_per_node=2",
+           "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={tmp_path}/.hydra"]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=500)
+    finally:  # never leave the job holding the cluster's cores
+        for job in (p.name for p in submitit.glob("*") if p.is_dir()):
+            subprocess.run(["scancel", job], env=env, capture_output=True)
+    logs = "\n".join(p.read_text()[-1500:] for p in sorted(submitit.glob("*/*_log.*")))
+    assert proc.returncode == 0, proc.stderr[-2000:] + logs
+    assert read_json(run_dir / "env.json")["world_size"] == 2
+    assert read_json(run_dir / "result.json")["status"] == "completed"
+    assert read_json(run_dir / "plan.json") == read_json(one / "plan.json")
+    rows_one, rows_slurm = read_metrics(one), read_metrics(run_dir)
+    assert [r["step"] for r in rows_one] == [r["step"] for r in rows_slurm]
+    diffs = [rel(a["train_loss"], b["train_loss"]) for a, b in zip(rows_one, rows_slurm)]
+    assert max(diffs[:EARLY_STEPS]) <= EARLY_RTOL, diffs[:EARLY_STEPS]
+    assert max(diffs) <= ALL_STEPS_RTOL, diffs
