@@ -64,15 +64,17 @@ def barrier(world: World) -> None:
 DATA_WAIT = timedelta(hours=24)
 
 
-def wait_for_main(world: World) -> None:
+def wait_for_main(world: World, failed: bool = False) -> bool:
     """A barrier that waits up to DATA_WAIT, on a gloo group of its own: the training group keeps
-    its default timeout, which still catches a hung collective. (If rank 0 fails, torchrun stops
-    the waiting ranks.)"""
+    its default timeout, which still catches a hung collective. Rank 0 says whether its work
+    failed (it reaches the barrier either way); returns that on every rank."""
     if world.size == 1:
-        return
+        return failed
     group = dist.new_group(backend="gloo", timeout=DATA_WAIT)
-    dist.barrier(group=group)
+    flag = torch.tensor([float(failed)])
+    dist.all_reduce(flag, group=group)
     dist.destroy_process_group(group)
+    return bool(flag.item())
 
 
 def all_mean(value: float, world: World, device: torch.device) -> float:

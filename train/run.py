@@ -134,9 +134,17 @@ def run_training(cfg) -> dict | None:
     # Data: rank 0 prepares (and caches) first, the others then read the cache. A sweep has
     # prepared it before launching any run.
     data_cfg = DataConfig.from_any(cfg.data)
+    failure = None
     if world.is_main:
-        prepared = _prepare_data(data_cfg)
-    distributed.wait_for_main(world)
+        try:
+            prepared = _prepare_data(data_cfg)
+        except Exception as error:  # noqa: BLE001 - re-raised below, once the other ranks know
+            failure = error
+    if distributed.wait_for_main(world, failed=failure is not None):
+        if failure is not None:
+            raise failure
+        from train.data import DataError
+        raise DataError("data: rank 0 could not prepare the data; its output says why")
     if not world.is_main:
         prepared = _prepare_data(data_cfg)
     if prepared.vocab_size > plan.shape.vocab_size:

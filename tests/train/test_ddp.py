@@ -175,3 +175,16 @@ def test_two_slurm_tasks_with_accumulation_match_one_process(runs, tmp_path):
     diffs = [rel(a["train_loss"], b["train_loss"]) for a, b in zip(rows_one, rows_slurm)]
     assert max(diffs[:EARLY_STEPS]) <= EARLY_RTOL, diffs[:EARLY_STEPS]
     assert max(diffs) <= ALL_STEPS_RTOL, diffs
+
+
+def test_a_data_error_on_rank_zero_ends_every_rank(tmp_path):
+    """Rank 0 prepares the data while the other ranks wait (on a barrier with a long timeout):
+    when it fails, it still reaches the barrier, so every rank ends at once with one line."""
+    missing = tmp_path / "missing.txt"
+    proc = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train", *TINY,
+                   "data=text", f"data.paths=[{missing}]", f"data.cache_dir={tmp_path / 'cache'}",
+                   f"out_dir={tmp_path / 'run'}", env=ENV, timeout=120)
+    assert proc.returncode != 0
+    # rank 1 says why it stops; torchrun may end rank 0 before its own line is out
+    assert "error: data: rank 0 could not prepare the data; its output says why" in proc.stderr, proc.stderr[-3000:]
+    assert "Error executing job" not in proc.stderr, proc.stderr[-3000:]
