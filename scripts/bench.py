@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from train.run.device import configure_cpu_threads, describe, peak_flops, pick_device, pick_dtype  # noqa: E402
 from train.export import to_hf  # noqa: E402
-from train.plan.flops import flops_per_token  # noqa: E402
+from train.plan.flops import model_flops_per_token  # noqa: E402
 from train.model import Transformer  # noqa: E402
 from train.plan.params import count_params  # noqa: E402
 from train.plan.shapes import CATALOG, catalog_shape, shape_from_params  # noqa: E402
@@ -172,7 +172,7 @@ def bench_size(size: str, args, device, dtype, deadline: float | None = None) ->
            "threads": torch.get_num_threads(), "loadavg": load_average()}
     peak = peak_flops(device, args.peak_tflops)
     if peak:
-        row["mfu"] = ours_tps * flops_per_token(shape)["6N+attn"] / peak
+        row["mfu"] = ours_tps * model_flops_per_token(shape) / peak
     if device.type == "cuda":
         row["flash_sdpa"] = flash_attention_selectable(ours, x, dtype)
     if hf_s:

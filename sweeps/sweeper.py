@@ -32,9 +32,47 @@ def say(message: str = "") -> None:
 
 
 def corpus_unique_tokens(cfg) -> int | None:
-    """Training tokens of the configured corpus (prepares and caches it, as the runs would)."""
-    from train.data import DataConfig, prepare_data
-    return prepare_data(DataConfig.from_any(cfg.data)).n_train_tokens
+    """Training tokens of the configured corpus. A real sweep prepares (and caches) it once here,
+    before any run starts, and counts them. A dry run takes them from the cache when it holds the
+    data, else from the data config's declared `data.unique_tokens` (nothing downloaded or
+    tokenized), else prepares the data as a real sweep does."""
+    from train.data import DataConfig, find_prepared, prepare_data
+    data = DataConfig.from_any(cfg.data)
+    if cfg.dry_run:
+        cached = find_prepared(data)
+        if cached is not None:
+            return cached.n_train_tokens
+        if data.unique_tokens is not None:
+            say(f"data {data.name}: {data.unique_tokens:,} training tokens (declared by data.unique_tokens; "
+                "not prepared yet)")
+            return data.unique_tokens
+    counted = prepare_data(data).n_train_tokens
+    if data.unique_tokens is not None and counted < data.unique_tokens:
+        say(f"warning: data.unique_tokens declares {data.unique_tokens:,} training tokens, but the prepared "
+            f"data has {counted:,}; the plan uses the prepared count (correct the declaration)")
+    return counted
+
+
+def window_tokens(train_tokens: int | None, seq_len: int) -> int | None:
+    """The unique tokens a run can draw: whole windows of seq_len (train/data/batches.py)."""
+    return None if train_tokens is None else (train_tokens - 1) // seq_len * seq_len
+
+
+def repeating(points: list[GridPoint], unique_tokens: int | None) -> list[GridPoint]:
+    return [] if unique_tokens is None else [p for p in points if p.plan.budget.tokens > unique_tokens]
+
+
+def repeat_refusal(points: list[GridPoint], unique_tokens: int | None, cfg) -> str | None:
+    """With data.repeat_policy=refuse: why the plan is refused (runs that would repeat data), or None."""
+    over = repeating(points, unique_tokens)
+    if cfg.data.repeat_policy != "refuse" or not over:
+        return None
+    worst = max(over, key=lambda p: p.plan.budget.tokens)
+    return (f"data.repeat_policy=refuse: {len(over)} of {len(points)} runs need more than the "
+            f"{unique_tokens:,} unique training tokens of data={cfg.data.name} (up to "
+            f"{worst.plan.budget.tokens / unique_tokens:.2f} epochs, at C={worst.budget:.3g} "
+            f"N={worst.plan.params.total:.3g}); nothing was launched: lower the budgets, use a larger "
+            "sample (data.max_documents or another data preset) or set data.repeat_policy=warn")
 
 
 class IsoflopSweeper(Sweeper):
@@ -72,7 +110,7 @@ class IsoflopSweeper(Sweeper):
         try:
             points = build_grid(cfg)
             sweep_dir = sweep_dir_of(cfg)
-            unique_tokens = self._unique_tokens(cfg)
+            unique_tokens = window_tokens(self._unique_tokens(cfg), points[0].plan.shape.seq_len)
             flops_per_s = throughput_for(detect_device_kind(cfg.device), cfg.sweep.effective_tflops)
             if cfg.sweep.refine and cfg.sweep.refine_sizes < 1:
                 raise GridError(f"sweep.refine_sizes: must be at least 1, got {cfg.sweep.refine_sizes}")
@@ -90,6 +128,10 @@ class IsoflopSweeper(Sweeper):
                     f"sizes fall outside sweep.min_params/max_params; this budget needs models beyond that range")
         for warning in plan_warnings(rows, unique_tokens, cfg.budget.min_steps):
             say(f"warning: {warning}")
+        refusal = repeat_refusal(points, unique_tokens, cfg)
+        if refusal:  # before anything is launched or written
+            print(f"error: {refusal}", file=sys.stderr)
+            sys.exit(2)
         if cfg.dry_run and not cfg.sweep.refine:
             say("dry run: nothing trained")
             return []
@@ -197,6 +239,11 @@ class IsoflopSweeper(Sweeper):
             sizes = ", ".join(f"{p.plan.params.total:.3g}" for p in added) or "none"
             say(f"refine: {edge.describe()}; adding N = {sizes}{stopped}")
             extras += added
+        over = repeating(extras, unique_tokens) if cfg.data.repeat_policy == "refuse" else []
+        if over:
+            say(f"refine: not adding N = {', '.join(f'{p.plan.params.total:.3g}' for p in over)}: they need more "
+                f"than the {unique_tokens:,} unique training tokens (data.repeat_policy=refuse)")
+            extras = [p for p in extras if p not in over]
         if extras:
             rows = plan_rows(extras, flops_per_s, self._states(extras, sweep_dir))
             say(format_table(rows))

@@ -17,6 +17,33 @@ def test_sweep_preset_plans(preset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "estimated training time" in proc.stdout
     assert not (tmp_path / "s" / "runs").exists()
+    # every run's tokens were compared with the corpus (declared or prepared), offline; none repeats
+    assert "not checked" not in proc.stdout and "data repeats" not in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("preset", ["gpu_day", "chinchilla_a2"])
+def test_gpu_presets_refuse_repeated_data_and_declare_their_sample(preset):
+    from hydra import compose, initialize_config_dir
+
+    from train.config import register_configs
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"sweep={preset}"])
+    assert cfg.data.repeat_policy == "refuse" and cfg.data.unique_tokens >= 9e9
+    assert cfg.precision == "bf16"
+
+
+@pytest.mark.parametrize("overrides", [["data=embedded"], ["data=embedded_gpt2"], ["sweep=demo"]])
+def test_declared_unique_tokens_are_the_prepared_counts(overrides, demo_corpus):
+    """The local corpora's declared sizes are exact; the Hub ones are lower bounds (their files say why)."""
+    from hydra import compose, initialize_config_dir
+
+    from train.config import register_configs
+    from train.data import prepare_data
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    assert prepare_data(cfg.data).n_train_tokens == cfg.data.unique_tokens
 
 
 def test_all_catalog_models_plan():

@@ -13,12 +13,12 @@ check_repeats without it). See docs/data.md.
 from .batches import TokenBatches, ValBatches, check_repeats
 from .config import DataConfig
 from .errors import DataError, RepeatedDataWarning
-from .prepare import PreparedData, cache_key, load_prepared, prepare_data, token_dtype
+from .prepare import PreparedData, cache_key, find_prepared, load_prepared, prepare_data, token_dtype
 from .tokenizer import hf_tokenizer, load_tokenizer
 
 __all__ = [
     "DataConfig", "DataError", "RepeatedDataWarning", "PreparedData", "prepare_data", "load_prepared",
     "cache_key", "token_dtype", "load_tokenizer", "hf_tokenizer", "TokenBatches", "ValBatches",
-    "check_repeats",
+    "check_repeats", "find_prepared",
 ]
 

@@ -231,10 +231,10 @@ class ValBatches:
             yield self.batch(i)
 
 
-def check_repeats(tokens_needed: int, unique_tokens: int, policy: str = "warn") -> float:
+def check_repeats(tokens_needed: int, unique_tokens: int, policy: str = "warn", quiet: bool = False) -> float:
     """Epochs over the training split that ``tokens_needed`` implies. Above 1 the run repeats
-    data, which biases IsoFLOP curves: warn (RepeatedDataWarning, also printed to stderr) or,
-    with policy "refuse", raise DataError."""
+    data, which biases IsoFLOP curves: warn (one line on stderr, unless ``quiet``, and a
+    RepeatedDataWarning) or, with policy "refuse", raise DataError."""
     if policy not in ("warn", "refuse"):
         raise DataError(f"data.repeat_policy: unknown policy {policy!r} (choose one of warn, refuse)")
     if unique_tokens <= 0:
@@ -246,6 +246,7 @@ def check_repeats(tokens_needed: int, unique_tokens: int, policy: str = "warn") 
         if policy == "refuse":
             raise DataError(f"data.repeat_policy=refuse: {msg}; lower the budget, use a larger corpus, "
                             "or set data.repeat_policy=warn")
-        print(f"[data] warning: {msg}", file=sys.stderr, flush=True)
+        if not quiet:
+            print(f"[data] warning: {msg}", file=sys.stderr, flush=True)
         warnings.warn(msg, RepeatedDataWarning, stacklevel=2)
     return epochs

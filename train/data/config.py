@@ -59,6 +59,10 @@ class DataConfig:
     num_proc: int = 1
     # when a run needs more tokens than the training split holds: warn, or refuse to start
     repeat_policy: str = "warn"
+    # the training-split tokens this config provides, declared (a lower bound: the known size of
+    # the sample), so that a dry run compares every run's tokens with it without preparing the
+    # data; None: unknown until prepared. A real run or sweep checks the prepared count.
+    unique_tokens: Optional[int] = None
 
     def validate(self) -> "DataConfig":
         """Raise DataError naming the first bad field; return self."""
@@ -99,6 +103,9 @@ class DataConfig:
             raise bad("val_fraction", f"must be in (0, 0.5), got {self.val_fraction}")
         if self.num_proc < 1:
             raise bad("num_proc", f"must be at least 1, got {self.num_proc}")
+        if self.unique_tokens is not None and self.unique_tokens < 1:
+            raise bad("unique_tokens", f"must be a positive number of tokens (or null: unknown), "
+                                       f"got {self.unique_tokens}")
         return self
 
     @classmethod

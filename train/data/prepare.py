@@ -125,6 +125,22 @@ def prepare_data(cfg: Any) -> PreparedData:
     return _build(cfg, key, fp, out)
 
 
+def find_prepared(cfg: Any) -> PreparedData | None:
+    """The prepared data of ``cfg`` when the cache already holds it, else None: nothing is
+    downloaded, tokenized or written (a dry run's look-up)."""
+    cfg = DataConfig.from_any(cfg).validate()
+    if cfg.source == "prepared":
+        return load_prepared(cfg.paths[0], vocab_size=cfg.vocab_size, tokenizer=cfg.tokenizer)
+    key = cache_key(cfg, fingerprint(cfg))
+    out = P.data_dir(cfg.cache_dir) / f"{_safe(cfg.name)}-{key[:16]}"
+    if not (out / "meta.json").is_file():
+        return None
+    try:
+        return load_prepared(out, vocab_size=cfg.vocab_size, tokenizer=cfg.tokenizer, key=key)
+    except DataError:
+        return None
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "data"
 

@@ -17,8 +17,10 @@ torch.compile fuses.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
+import sys
 
 import torch
 import torch.nn as nn
@@ -32,8 +34,31 @@ INIT_STD = 0.02
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash_attn")
 
 
+def flash_attn_problem(device: str = "cuda") -> str | None:
+    """Why flash-attn cannot run here, or None when it does: the package imports and a tiny
+    causal call works. A wheel built for another torch or CUDA imports with an undefined symbol,
+    or fails at its first call; both are caught here rather than at the first forward."""
+    if device == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available"
+    if importlib.util.find_spec("flash_attn") is None:
+        return "the flash-attn package is not installed"
+    try:
+        from flash_attn import flash_attn_func
+        q = torch.zeros(1, 8, 2, 64, device=device, dtype=torch.bfloat16)
+        flash_attn_func(q, q, q, causal=True)
+    except Exception as error:  # noqa: BLE001 - any failure (ImportError, OSError, RuntimeError) means: use SDPA
+        return f"flash-attn does not work here ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]})"
+    return None
+
+
+@functools.lru_cache(maxsize=None)
 def flash_attn_available() -> bool:
-    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    """flash-attn works on this machine (checked once per process). When it is installed but
+    broken, attention falls back to SDPA with a one-line note."""
+    problem = flash_attn_problem()
+    if problem and importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
+        print(f"note: {problem}; attention uses SDPA", file=sys.stderr, flush=True)
+    return problem is None
 
 
 def _cpu_fp32(x: torch.Tensor) -> bool:
@@ -325,7 +350,8 @@ class Transformer(nn.Module):
         if attention not in ATTENTION_BACKENDS:
             raise ValueError(f"model.attention: unknown backend {attention!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
         if attention == "flash_attn" and not flash_attn_available():
-            raise ValueError("model.attention: flash_attn requested but the flash-attn package or CUDA is missing")
+            raise ValueError(f"model.attention: flash_attn requested but {flash_attn_problem()}; use "
+                             "model.attention=auto or sdpa")
         self.shape = shape
         self.model = Decoder(shape, attention)
         self.lm_head = None if shape.tie_embeddings else nn.Linear(shape.d_model, shape.vocab_size, bias=False)

@@ -39,6 +39,23 @@ def attention_flops_per_token(shape: "ModelShape") -> float:
     return 12 * shape.n_layer * shape.n_head * shape.head_dim * shape.seq_len
 
 
+def model_flops_per_token(shape: "ModelShape") -> float:
+    """The FLOPs a training step does per token, as MFU counts them (not a budget convention).
+
+    6 x the weights of every matmul: q|k|v, o, gate|up and down in each layer, and the output
+    head (the embedding matrix when tied, counted once). The token embedding is a lookup, no
+    FLOPs; norms, rotary, SiLU and softmax are elementwise and left out, as in every MFU figure.
+    Attention's two matmuls cost 12·L·d_attn·T at the full T x T context: the causal mask is not
+    discounted, as in PaLM's MFU (Chowdhery et al. 2022, App. B), Megatron and torch's
+    FlopCounterMode. FlashAttention-style kernels skip the fully masked blocks, so they compute
+    about half of that term; docs/performance.md ("Which FLOPs MFU counts") gives the sizes.
+    """
+    attn_width = shape.n_head * shape.head_dim
+    matmul_weights = shape.n_layer * (4 * shape.d_model * attn_width + 3 * shape.d_model * shape.d_ff)
+    matmul_weights += shape.vocab_size * shape.d_model  # the output head
+    return 6.0 * matmul_weights + attention_flops_per_token(shape)
+
+
 def chinchilla_forward_flops_per_sequence(seq_len: int, vocab_size: int, d_model: int, n_layer: int,
                                           head_dim: int, n_head: int, d_ff: int, mlp_matrices: int) -> float:
     """Forward FLOPs for one sequence, term by term from Hoffmann et al. 2022, Appendix F.

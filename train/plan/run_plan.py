@@ -40,6 +40,7 @@ class RunPlan:
     grad_accum_steps: int = 1
     est_peak_memory_gb: float = 0.0
     device_memory_gb: float | None = None  # the memory the micro-batch was sized for; None: no cap
+    precision: str = "fp32"  # the resolved training precision (fp32 | bf16), part of the run id
 
     def to_dict(self) -> dict:
         return {
@@ -64,6 +65,7 @@ class RunPlan:
             "grad_accum_steps": self.grad_accum_steps,
             "est_peak_memory_gb": self.est_peak_memory_gb,
             "device_memory_gb": self.device_memory_gb,
+            "precision": self.precision,
         }
 
 
@@ -100,6 +102,40 @@ def run_id_for(identity: dict) -> str:
     """A stable id: the hash of everything that determines the run's result."""
     blob = json.dumps(identity | {"version": RUN_ID_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _cuda_present() -> bool:
+    """Whether torch would find CUDA, without importing torch when it is not loaded yet (a dry run
+    stays fast): an NVIDIA driver, visible devices and a CUDA build of torch."""
+    import sys
+    if "torch" in sys.modules:
+        return sys.modules["torch"].cuda.is_available()
+    import os
+    from importlib import metadata
+    from pathlib import Path
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    if not Path("/proc/driver/nvidia/version").exists():
+        return False
+    try:
+        return "+cpu" not in metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """fp32 or bf16: what `precision` trains in on `device` (auto is bf16 on CUDA, else fp32,
+    as train.run.device.pick_dtype picks it)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: unknown value {precision!r}; choose auto, fp32 or bf16")
+    if precision != "auto":
+        return precision
+    if device == "auto":
+        return "bf16" if _cuda_present() else "fp32"
+    return "bf16" if str(device).startswith("cuda") else "fp32"
 
 
 def resolve_world_size(cfg) -> int:
@@ -143,11 +179,14 @@ def _cuda_memory_gb(device: str) -> float | None:
     return cuda_memory_gb(device)
 
 
-def make_plan(cfg) -> RunPlan:
+def make_plan(cfg, precision: str | None = None) -> RunPlan:
     """The run's plan, for its world size (world_size, or torchrun's): a dry run with the same
     world size shows what torchrun trains. The global batch is a whole multiple of the world size
     (and of optim.batch_multiple), of 8 x the world size wherever the budget tolerance allows, and
-    splits on every rank into micro-batches sized to the device's memory (train/plan/memory.py)."""
+    splits on every rank into micro-batches sized to the device's memory (train/plan/memory.py).
+
+    `precision` is the precision the run really trains in (fp32 or bf16); None resolves
+    cfg.precision for the device the plan is for (see resolve_precision)."""
     if cfg.budget.flops is None:
         raise ConfigError("budget.flops: required (e.g. budget.flops=3e11)")
     _positive(cfg.budget.flops, "budget.flops")
@@ -166,18 +205,20 @@ def make_plan(cfg) -> RunPlan:
                          batch_multiple=math.lcm(opt.batch_multiple, world), preferred_multiple=8 * world)
     lr = peak_lr(opt.lr_rule, budget_flops, params.total, opt.lr_constant, dict(opt.lr_table or {}), opt.lr)
     warmup = warmup_steps(budget.steps, opt.warmup_fraction, opt.warmup_max_steps)
+    # the device kind the plan is for (a device_memory_gb plan on a CPU box is for a GPU) fixes
+    # what precision=auto trains in; the micro-batch must fit that device's memory
+    kind, memory_gb = memory_target(cfg)
+    precision = precision or resolve_precision(cfg.precision, "cuda" if kind == "cuda" else cfg.device)
     identity = {
+        "precision": precision,
         "shape": shape.to_dict(), "budget": budget.to_dict(), "lr": lr, "warmup": warmup, "seed": cfg.seed, "eval_tokens": cfg.eval_tokens,
         "optim": {k: opt[k] for k in ("beta1", "beta2", "eps", "weight_decay", "grad_clip", "final_lr_fraction")},
-        "data": {k: v for k, v in _as_dict(cfg.data).items() if k not in ("cache_dir", "num_proc")},
+        "data": {k: v for k, v in _as_dict(cfg.data).items() if k not in ("cache_dir", "num_proc", "unique_tokens")},
     }
     # micro-batches: the requested size (optim.micro_batch_seqs), else the largest that fits
-    kind, memory_gb = memory_target(cfg)
-    precision = cfg.get("precision", "auto")
-    precision = ("bf16" if kind == "cuda" else "fp32") if precision == "auto" else precision
     compile_ = cfg.get("compile")
     attention = cfg.model.get("attention", "auto")
-    estimate = estimate_memory(shape, params.total, precision if precision in ("fp32", "bf16") else "fp32",
+    estimate = estimate_memory(shape, params.total, precision,
                                attention="flash_attn" if attention == "flash_attn" else "sdpa",
                                compile=kind == "cuda" if compile_ is None else bool(compile_), world_size=world,
                                fused_optimizer=kind == "cuda", cpu_fused=kind == "cpu" and precision == "fp32")
@@ -190,7 +231,8 @@ def make_plan(cfg) -> RunPlan:
     return RunPlan(shape=shape, params=params, flops_per_token=per_token, budget=budget, lr=lr,
                    warmup_steps=warmup, seed=cfg.seed, run_id=run_id_for(identity), world_size=world,
                    micro_batch_seqs=micro, grad_accum_steps=per_rank // micro,
-                   est_peak_memory_gb=round(estimate.peak_bytes(micro) / GIB, 2), device_memory_gb=memory_gb)
+                   est_peak_memory_gb=round(estimate.peak_bytes(micro) / GIB, 2), device_memory_gb=memory_gb,
+                   precision=precision)
 
 
 def _as_dict(node) -> dict:

@@ -104,16 +104,23 @@ def run_training(cfg) -> dict | None:
     plan = make_plan(cfg)  # bad budgets and sizes fail here, before torch loads
     import torch
 
+    from train.model import ATTENTION_BACKENDS, flash_attn_available, flash_attn_problem
     from train.run import distributed
     from train.run.device import configure_cpu_threads, pick_dtype
-    from train.model import ATTENTION_BACKENDS
     if cfg.model.attention not in ATTENTION_BACKENDS:
         raise ConfigError(f"model.attention: unknown backend {cfg.model.attention!r}; choose one of "
                           f"{', '.join(ATTENTION_BACKENDS)}")
+    if cfg.model.attention == "flash_attn" and not flash_attn_available():
+        raise ConfigError(f"model.attention: flash_attn requested but {flash_attn_problem()}; use "
+                          "model.attention=auto (flash-attn where it works, else SDPA) or sdpa")
     device = _device(cfg.device)
     world = distributed.init_world(device.type)
     if world.size > 1 and device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
+        device = torch.device("cuda", torch.cuda.current_device())  # the local rank's (init_world)
+    dtype = pick_dtype(cfg.precision, device)
+    trained_in = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+    if plan.precision != trained_in:  # precision=auto with device=auto, resolved differently without torch
+        plan = make_plan(cfg, precision=trained_in)
     if world.size != plan.world_size:
         raise ConfigError(f"world_size: the run is planned for {plan.world_size} processes but {world.size} "
                           f"are running; set world_size={world.size} (or leave it unset under torchrun)")
@@ -125,14 +132,22 @@ def run_training(cfg) -> dict | None:
     if finished is not None and finished["status"] != "failed":  # failed runs are retried
         say(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do")
         return finished
-    dtype = pick_dtype(cfg.precision, device)
     configure_cpu_threads(device, plan.shape.d_model, cfg.cpu_threads)
 
-    # Data: rank 0 prepares (and caches) first, the others then read the cache.
+    # Data: rank 0 prepares (and caches) first, the others then read the cache. A sweep has
+    # prepared it before launching any run.
     data_cfg = DataConfig.from_any(cfg.data)
+    failure = None
     if world.is_main:
-        prepared = _prepare_data(data_cfg)
-    distributed.barrier(world)
+        try:
+            prepared = _prepare_data(data_cfg)
+        except Exception as error:  # noqa: BLE001 - re-raised below, once the other ranks know
+            failure = error
+    if distributed.wait_for_main(world, failed=failure is not None):
+        if failure is not None:
+            raise failure
+        from train.data import DataError
+        raise DataError("data: rank 0 could not prepare the data; its output says why")
     if not world.is_main:
         prepared = _prepare_data(data_cfg)
     if prepared.vocab_size > plan.shape.vocab_size:
@@ -213,7 +228,9 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
                                cfg.optim.weight_decay, fused=device.type == "cuda")
     trainer = Trainer(cfg=cfg, plan=plan, model=model, optimizer=optimizer, prepared=prepared, device=device,
                       dtype=dtype, world=world, run_dir=run_dir, peak_flops=peak_flops(device, cfg.peak_tflops))
-    check_repeats(plan.budget.tokens, trainer.batches.unique_tokens, data_cfg.repeat_policy)
+    # In a sweep the plan already printed the repeats, run by run: each run only records them.
+    epochs = check_repeats(plan.budget.tokens, trainer.batches.unique_tokens, data_cfg.repeat_policy,
+                           quiet=bool(cfg.sweep.name) or not world.is_main)
 
     state = load_latest(run_dir)
     if state is not None:
@@ -242,7 +259,7 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
         raise
     result = None
     if world.is_main:
-        result = write_result(run_dir, plan, outcome)
+        result = write_result(run_dir, plan, outcome | {"epochs": epochs})
         def loss(value):
             return "n/a" if value is None else f"{value:.4f}"
         say(f"run {plan.run_id}: {result['status']}"
@@ -290,6 +307,7 @@ def write_result(run_dir: Path, plan: RunPlan, outcome: dict) -> dict:
         "params": plan.params.to_dict(),
         "shape": plan.shape.to_dict(),
         "tokens": tokens,
+        "epochs": outcome.get("epochs"),  # passes over the training split's unique tokens
         "steps": outcome["step"],
         "flops": {name: per_token * tokens for name, per_token in plan.flops_per_token.items()},
         "lr": plan.lr,

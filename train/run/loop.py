@@ -15,6 +15,7 @@ import torch
 from train.run import distributed, faults
 from train.run.checkpoint import save_checkpoint
 from train.plan.errors import ConfigError
+from train.plan.flops import model_flops_per_token
 from train.run.optim import lr_at
 from train.run.rundir import MetricsLog, scrub_secrets
 from train.run.exit_codes import EXIT_PREEMPTED  # 75, sysexits' EX_TEMPFAIL: a temporary stop; run it again
@@ -126,12 +127,17 @@ class Trainer:
         self.best_train_loss = None  # for the loss-spike check (divergence_factor)
         self.spike_steps = 0         # consecutive steps above divergence_factor x best
 
+        # DDP wraps the plain model and torch.compile wraps DDP, as torch's guide to compiling
+        # DDP models says: Dynamo's DDPOptimizer then splits the graph at DDP's bucket boundaries
+        # so that the gradient all-reduce overlaps the backward.
         model_for_step = model
-        if cfg.compile if cfg.compile is not None else device.type == "cuda":
-            model_for_step = torch.compile(model)
+        self.ddp = None
         if world.size > 1:
             from torch.nn.parallel import DistributedDataParallel
-            model_for_step = DistributedDataParallel(model_for_step, device_ids=[device.index] if device.type == "cuda" else None)
+            self.ddp = model_for_step = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile if cfg.compile is not None else device.type == "cuda":
+            model_for_step = torch.compile(model_for_step)
         self.model = model_for_step
         self.logger = self._make_logger()
 
@@ -192,12 +198,15 @@ class Trainer:
         for i, (x, y) in enumerate(micro_batches):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             last = i == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last or self.world.size == 1 else self.model.no_sync()
-            with sync, self._autocast():
-                loss = self.model(x, y)
-            # Weight each micro-batch by its share of the sequences: the step's loss is the mean
-            # over all of its tokens even when micro-batches differ in size.
+            # Under DDP, gradients accumulate locally on every micro-batch but the last, whose
+            # backward all-reduces them: a fresh no_sync() context around each such forward and
+            # backward (a context manager object can be entered once only).
+            sync = self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
             with sync:
+                with self._autocast():
+                    loss = self.model(x, y)
+                # Weight each micro-batch by its share of the sequences: the step's loss is the
+                # mean over all of its tokens even when micro-batches differ in size.
                 (loss * (x.shape[0] / total_seqs)).backward()
             loss_sum += loss.detach().float() * (x.shape[0] / total_seqs)
         faults.hit("step", step=self.step + 1)  # gradients computed, optimizer step not yet taken
@@ -268,7 +277,7 @@ class Trainer:
         plan = self.plan
         batch_tokens = plan.budget.batch_tokens
         flops_per_token = plan.flops_per_token[plan.budget.convention]
-        mfu_flops_per_token = plan.flops_per_token["6N+attn"]  # MFU counts attention too
+        mfu_flops_per_token = model_flops_per_token(plan.shape)  # what a step computes (train/plan/flops.py)
         self.started = time.time()
         self.raw_model.train()
         stop = StopSignals()

@@ -49,6 +49,12 @@ def scrub_secrets(obj):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write_stream(path, lambda handle: handle.write(data))
+
+
+def atomic_write_stream(path: Path, write) -> None:
+    """Write a file atomically from `write(handle)`, which writes straight into the temp file (a
+    checkpoint streamed by torch.save is never whole in memory): temp file, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for the whole group to read
@@ -56,13 +62,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             if faults.active():  # a fault point with the temp file half written
-                half = len(data) // 2
-                handle.write(data[:half])
+                write(handle)
+                handle.truncate(handle.tell() // 2)
                 handle.flush()
                 os.fsync(handle.fileno())
                 faults.hit(f"{kind}-write", path=path)
-                data = data[half:]
-            handle.write(data)
+                handle.seek(0)
+                handle.truncate()
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         faults.hit(f"{kind}-rename", path=path)
