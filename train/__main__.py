@@ -44,7 +44,8 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
         try:
             return run_training(cfg)
         finally:
-            write_results_csv(Path(cfg.sweep.out_dir))
+            if cfg.sweep.out_dir:  # a plain `python -m train --multirun` has no sweep directory
+                write_results_csv(Path(cfg.sweep.out_dir))
     with cli_errors():  # one `error: ...` line and a distinct exit code (train/run/lifecycle.py)
         if cfg.dry_run:
             from train.plan import make_plan
