@@ -49,6 +49,7 @@ class Approach3Fit:
     n_points: int
     huber_loss: float
     boot: np.ndarray = field(default_factory=lambda: np.empty((0, 5)))  # rows of (E, A, B, α, β)
+    n_requested: int = 0  # resamples asked for
 
     @property
     def a(self) -> float:
@@ -170,5 +171,6 @@ def _fit_approach3(N, D, L, n_boot, rng) -> Approach3Fit:
             theta = uncentre(_lbfgs(best_theta, cN, cD, logL, wb, maxiter=300)[0])
             boot.append([np.exp(theta[0]), np.exp(theta[1]), np.exp(theta[2]), theta[3], theta[4]])
         boot = np.array(boot)
+        fit.n_requested = n_boot
         fit.boot = boot[np.all(np.isfinite(boot), axis=1) & (boot[:, 3] > 0) & (boot[:, 4] > 0)]
     return fit

@@ -30,6 +30,7 @@ def load(paths, convention: str, loss: str = "val", curves: bool = True) -> tupl
         if os.path.isdir(path):
             p = _load_dir(path, convention, loss, curves, notes)
         elif os.path.isfile(path):
+            _csv_loss(path, loss)
             p = load_csv(path, convention, notes)
         else:
             raise AnalysisError(f"{path}: no such file or directory")
@@ -39,6 +40,14 @@ def load(paths, convention: str, loss: str = "val", curves: bool = True) -> tupl
     if len(pts) == 0:
         raise AnalysisError(f"no rows found in {', '.join(map(str, paths))}")
     return pts, notes
+
+
+def _csv_loss(path: str, loss: str) -> None:
+    if loss == "train":
+        raise AnalysisError(
+            f"{path}: --loss train applies to run directories (result.json holds both losses); a CSV has one "
+            "`loss` column, so drop --loss train"
+        )
 
 
 def _dedupe(pts: Points, notes: list[str]) -> Points:
@@ -102,6 +111,7 @@ def _load_dir(path: str, convention: str, loss: str, curves: bool, notes: list[s
     if not run_dirs:
         csv_path = os.path.join(path, "results.csv")
         if os.path.isfile(csv_path):
+            _csv_loss(csv_path, loss)
             return load_csv(csv_path, convention, notes)
         raise AnalysisError(f"{path}: no result.json under it and no results.csv in it")
     recs = [_read_result(d, convention, loss) for d in run_dirs]

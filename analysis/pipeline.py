@@ -18,7 +18,7 @@ from .conventions import check_convention
 from .load import load
 from .minima import parse_window
 from .table import Points
-from .validate import exclude_incomplete, validate
+from .validate import check_swapped, drop_duplicates, exclude_incomplete, validate
 
 APPROACH3_MAX_BOOT = 200  # each resample is one L-BFGS run; 200 keep `fit` within seconds
 APPROACH3_MIN_POINTS = 10  # five parameters
@@ -68,8 +68,11 @@ def _run_fit(paths, opts, warnings) -> FitResult:
     pts, notes = load(paths, opts.convention, opts.loss, curves=opts.approach1)
     pts, w = exclude_incomplete(pts)
     warnings += w
+    pts, w = drop_duplicates(pts)
+    warnings += w
     pts, w = validate(pts, opts.convention, opts.drop_invalid)
     warnings += w
+    warnings += check_swapped(pts)
     budget, n = assign_budgets(pts)
     notes += n
     a2 = fit_approach2(

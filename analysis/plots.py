@@ -51,8 +51,11 @@ def _colour(norm, C):
     return CMAP(0.9 * norm(C))  # stop before viridis' pale yellow, which vanishes on white
 
 
-def _fmt_ci(ci):
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "(no interval)"
+def _fmt_ci(ci, law=None):
+    if ci:
+        return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+    reason = getattr(law, "exponent_ci_reason", None)
+    return f"interval unavailable ({reason})" if reason else "(no interval)"
 
 
 def _save(fig, out_dir, name):
@@ -130,7 +133,7 @@ def scaling_figure(a2, a1, a3, convention, out_dir):
     used, left = a2.used, [m for m in a2.budgets if not m.used and m.has_minimum]
     C_lo, C_hi = min(m.C for m in used), max(m.C for m in used)
     for ax, what, law, name in ((axes[0], "N", a2.N_law, "a"), (axes[1], "D", a2.D_law, "b")):
-        _law_lines(ax, law, C_lo, C_hi, "C0", f"Approach 2: {what}_opt ∝ C^{name}, {name} = {law.exponent:.3f}, 95% CI {_fmt_ci(law.exponent_ci)}")
+        _law_lines(ax, law, C_lo, C_hi, "C0", f"Approach 2: {what}_opt ∝ C^{name}, {name} = {law.exponent:.3f}, 95% CI {_fmt_ci(law.exponent_ci, law)}")
         y = np.array([getattr(m, f"{what}_opt") for m in used])
         cis = [getattr(m, f"{what}_opt_ci") for m in used]
         err = np.clip(np.array([[v - c[0], c[1] - v] if c else [0, 0] for v, c in zip(y, cis)]).T, 0, None)
@@ -139,7 +142,7 @@ def scaling_figure(a2, a1, a3, convention, out_dir):
             ax.scatter([m.C for m in left], [getattr(m, f"{what}_opt") for m in left], marker="X", s=50, color="0.6", edgecolor="k", zorder=4, label="edge minima (left out)")
         if a1 is not None:
             l1 = a1.N_law if what == "N" else a1.D_law
-            _law_lines(ax, l1, a1.C[a1.used].min(), a1.C[a1.used].max(), "C1", f"Approach 1: {name} = {l1.exponent:.3f} {_fmt_ci(l1.exponent_ci)}", ls="--", band=False)
+            _law_lines(ax, l1, a1.C[a1.used].min(), a1.C[a1.used].max(), "C1", f"Approach 1: {name} = {l1.exponent:.3f} {_fmt_ci(l1.exponent_ci, l1)}", ls="--", band=False)
         if a3 is not None:
             Cg = np.logspace(np.log10(C_lo), np.log10(C_hi) + EXTRAPOLATE_DEX, 80)
             p = np.array([a3.E, a3.A, a3.B, a3.alpha, a3.beta])
@@ -178,7 +181,7 @@ def approach1_figure(a1, a2, convention, out_dir):
     ax.scatter(a1.C[a1.used], a1.N_opt[a1.used], s=14, color="C1", label="envelope winner N at C")
     if (~a1.used).any():
         ax.scatter(a1.C[~a1.used], a1.N_opt[~a1.used], s=14, facecolor="none", edgecolor="0.5", label="edge (left out)")
-    _law_lines(ax, a1.N_law, a1.C[a1.used].min(), a1.C[a1.used].max(), "C1", f"Approach 1: a = {a1.N_law.exponent:.3f} {_fmt_ci(a1.N_law.exponent_ci)}")
+    _law_lines(ax, a1.N_law, a1.C[a1.used].min(), a1.C[a1.used].max(), "C1", f"Approach 1: a = {a1.N_law.exponent:.3f} {_fmt_ci(a1.N_law.exponent_ci, a1.N_law)}")
     if a2 is not None:
         used = a2.used
         _law_lines(ax, a2.N_law, min(m.C for m in used), max(m.C for m in used), "C0", f"Approach 2: a = {a2.N_law.exponent:.3f}", ls="--", band=False)
