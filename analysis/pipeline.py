@@ -12,11 +12,13 @@ import numpy as np
 from .approach1 import Approach1, fit_approach1
 from .approach2 import Approach2, fit_approach2
 from .approach3 import Approach3Fit, fit_approach3
+from .errors import AnalysisError
 from .blas import one_blas_thread
 from .budgets import assign_budgets
 from .conventions import check_convention
 from .load import load
 from .minima import parse_window
+from .setup import common_setup, setup_overrides
 from .table import Points
 from .validate import check_swapped, drop_duplicates, exclude_incomplete, validate
 
@@ -49,6 +51,8 @@ class FitResult:
     approach3: Approach3Fit | None
     warnings: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    setup: dict | None = None  # the sweep's training setup (setup.py), None without config.yaml
+    sensitivity: list = field(default_factory=list)  # a, b under each convention and parameter count
 
 
 def run_fit(paths, opts: FitOptions | None = None, warnings: list | None = None) -> FitResult:
@@ -75,6 +79,16 @@ def _run_fit(paths, opts, warnings) -> FitResult:
     warnings += check_swapped(pts)
     budget, n = assign_budgets(pts)
     notes += n
+    setup = None
+    config, n = common_setup({w: pts.setups[w] for w in pts.where if w in pts.setups})
+    notes += n
+    if config is not None:
+        n_csv = sum(1 for w in pts.where if w not in pts.setups)
+        if n_csv:
+            notes.append(f"{n_csv} row(s) from CSV files carry no training setup; it is read from the run directories")
+        ov, verified, how = setup_overrides(config)
+        setup = {"config": config, "overrides": ov, "verified": verified, "how": how,
+                 "n_runs": sum(1 for w in pts.where if pts.setups.get(w) is not None)}
     a2 = fit_approach2(
         pts, budget, window, opts.n_boot, opts.seed, opts.include_edge, opts.drop_invalid, opts.convention, warnings
     )
@@ -90,4 +104,27 @@ def _run_fit(paths, opts, warnings) -> FitResult:
         a3 = fit_approach3(pts.params, pts.tokens, pts.loss, min(opts.n_boot, APPROACH3_MAX_BOOT), rng)
         if not (0.01 < a3.alpha < 3 and 0.01 < a3.beta < 3):
             warnings.append(f"Approach 3 landed on α = {a3.alpha:.3g}, β = {a3.beta:.3g}: the data do not pin L(N, D) down")
-    return FitResult(list(map(str, paths)), opts, pts, budget, a2, a1, a3, warnings, notes)
+    sens = sensitivity(pts, budget, window, opts)
+    return FitResult(list(map(str, paths)), opts, pts, budget, a2, a1, a3, warnings, notes, setup, sens)
+
+
+def sensitivity(pts: Points, budget: np.ndarray, window, opts: FitOptions) -> list[dict]:
+    """Approach 2's a and b (point estimates) refitted under every FLOP convention and parameter
+    count the run directories record; [] for CSV input, which holds one convention."""
+    out = []
+    for (conv, pk), (flops, params) in sorted(pts.alt.items()):
+        row = {"convention": conv, "params": pk, "a": None, "b": None, "budgets_used": 0, "note": ""}
+        ok = np.isfinite(flops) & np.isfinite(params) & (flops > 0) & (params > 0)
+        if not ok.any():
+            row["note"] = "not recorded by the runs"
+            out.append(row)
+            continue
+        alt = pts.subset(ok)
+        alt.flops, alt.params = flops[ok], params[ok]
+        try:
+            res = fit_approach2(alt, budget[ok], window, 0, opts.seed, opts.include_edge, True, conv, [])
+            row.update(a=res.N_law.exponent, b=res.D_law.exponent, budgets_used=len(res.used))
+        except AnalysisError as e:
+            row["note"] = str(e).split(":")[0]
+        out.append(row)
+    return out

@@ -72,7 +72,44 @@ class Plan:
     extrapolation_dex: float  # decades of C beyond the fitted budgets (0 inside)
     command: str
     notes: list
+    trains: dict | None = None  # what the command trains (shape rule's N, tokens, steps), when train/ is here
 
+
+def setup_command(setup: dict, N: float, C: float, convention: str) -> tuple[str, dict | None, list]:
+    """The command that trains the sweep's own setup at budget C with N parameters, and what it
+    trains: the shape rule's model for N and its tokens (train.plan.make_plan), when Hydra and
+    train/ are importable. The size asked for is one the shape rule reaches, or the plan says so."""
+    from .setup import command, compose
+
+    notes = []
+    ov = list(setup.get("overrides", []))
+    train_conv = (setup.get("config") or {}).get("budget.convention", convention)
+    if train_conv != convention:
+        notes.append(f"the sweep trained under budget.convention={train_conv}; the command counts C under {convention}, the fit's")
+    ov = [o for o in ov if not o.startswith("budget.convention=")]
+    run_ov = [f"model.params={int(float(f'{N:.3g}'))}", f"budget.flops={hydra_number(C)}", f"budget.convention={convention}"]
+    if convention == "6N":
+        run_ov.pop()  # 6N is the default: keep the command short
+        if train_conv != "6N":
+            run_ov.append("budget.convention=6N")
+    trains = None
+    try:
+        from train.plan import make_plan as train_plan
+
+        cfg = compose(ov + run_ov)
+        rp = train_plan(cfg)
+        trains = {"params": rp.params.total, "non_embedding": rp.params.non_embedding, "tokens": rp.budget.tokens,
+                  "steps": rp.budget.steps, "batch_tokens": rp.budget.batch_tokens, "shape": rp.shape.to_dict()}
+        miss = trains["params"] / N - 1
+        if abs(miss) > 0.10:
+            notes.append(f"the shape rule builds {trains['params']:.4g} parameters for N = {N:.4g} ({miss:+.0%})")
+    except ImportError:
+        notes.append("train/ or Hydra is not importable here: the command is not checked against the shape rule")
+    except Exception as e:  # ConfigError, ShapeError, Hydra errors: the plan says why
+        notes.append(f"python -m train would refuse this plan: {str(e).splitlines()[0]}")
+    if not setup.get("verified", False):
+        notes.append(f"the setup's overrides were not checked by composing them ({setup.get('how', '')})")
+    return command(ov + run_ov), trains, notes
 
 def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int = DEFAULT_VOCAB) -> Plan:
     given = [k for k, v in (("flops", flops), ("params", params), ("tokens", tokens)) if v is not None]
@@ -147,16 +184,23 @@ def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int =
     conv = fit["convention"]
     if conv == "6N_nonembed":
         notes.append("under 6N_nonembed, N counts non-embedding parameters")
-    command = train_command(N, C, conv, vocab_size)
-    if " model=" in command:
-        notes.append(f"catalog model sizes assume a vocabulary of {vocab_size} (--vocab-size)")
+    trains = None
+    if fit.get("setup"):
+        command, trains, more = setup_command(fit["setup"], N, C, conv)
+        notes += more
+    else:
+        command = train_command(N, C, conv, vocab_size)
+        notes.append("fit.json records no training setup (CSV input, or runs without config.yaml): the command "
+                     "uses python -m train's defaults; add the sweep's settings by hand")
+        if " model=" in command:
+            notes.append(f"catalog model sizes assume a vocabulary of {vocab_size} (--vocab-size)")
     return Plan(
         given=given[0], convention=conv, C=float(C), N_opt=float(N), D_opt=float(D), tokens_per_param=float(D / N),
         C_ci=cis["C_ci"], N_opt_ci=cis["N_opt_ci"], D_opt_ci=cis["D_opt_ci"],
         tokens_per_param_ci=cis["tokens_per_param_ci"],
         loss=loss, loss_ci=loss_ci, ci_unavailable=unavailable, approach3_N_opt=N3, approach3_D_opt=D3,
         extrapolation_dex=float(extra),
-        command=command, notes=notes,
+        command=command, notes=notes, trains=trains,
     )
 
 
@@ -177,6 +221,10 @@ def plan_text(p: Plan, fit_path: str) -> str:
         L.append(f"  predicted loss     = {p.loss:.4f} (Approach 3 at N_opt, D_opt){_ci(p.loss_ci, '{:.4f}', u.get('loss_ci'))}")
         L.append(f"  Approach 3 instead: N = {p.approach3_N_opt:.4g}, D = {p.approach3_D_opt:.4g} at this C")
     L += [f"  note: {n}" for n in p.notes]
+    if p.trains:
+        t = p.trains
+        L.append(f"  trains             = {t['params']:.4g} parameters (shape rule: d_model {t['shape']['d_model']}, "
+                 f"{t['shape']['n_layer']} layers), {t['tokens']:.4g} tokens in {t['steps']} steps")
     L.append(f"train: {p.command}")
     return "\n".join(L)
 

@@ -130,6 +130,8 @@ def fit_dict(res, figures: list[str]) -> dict:
             "flops_per_token": "6N (C = 6ND maps compute to N and D)",
             "bootstrap": [[float(f"{v:.8g}") for v in row] for row in b],
         })
+    out["setup"] = res.setup
+    out["sensitivity"] = [{k: (_f(v) if k in ("a", "b") else v) for k, v in row.items()} for row in res.sensitivity]
     out["version"] = FIT_JSON_VERSION
     return out
 
@@ -184,6 +186,25 @@ def report_markdown(d: dict, figure_names: list[str]) -> str:
         r = d["approach3"]
         L.append(f"Approach 3: L(N, D) = {r['E']:.4g} + {r['A']:.4g}/N^{r['alpha']:.3f} + {r['B']:.4g}/D^{r['beta']:.3f} "
                  f"(α 95% CI {_cit(r, 'alpha_ci')}, β {_cit(r, 'beta_ci')}; Huber on log loss, L-BFGS, {r['n_bootstrap']} resamples).")
+    if d.get("sensitivity"):
+        L += ["", "## Sensitivity to the FLOP convention and the parameter count", "",
+              "Approach 2's a and b (point estimates, same window and budgets) with FLOPs and N read under each "
+              "convention and parameter count the runs record. The fit above is the row marked **fit**.", "",
+              "| FLOPs | N | a | b | budgets used | |", "|---|---|---|---|---|---|"]
+        fit_pk = "non_embedding" if d["convention"] == "6N_nonembed" else "total"
+        for r in d["sensitivity"]:
+            mark = "**fit**" if (r["convention"], r["params"]) == (d["convention"], fit_pk) else r.get("note", "")
+            L.append(f"| {r['convention']} | {r['params']} | {_num(r['a'])} | {_num(r['b'])} | {r['budgets_used']} | {mark} |")
+        spread = [r["a"] for r in d["sensitivity"] if r["a"] is not None]
+        if len(spread) > 1:
+            L.append(f"\na ranges over {max(spread) - min(spread):.3f} ({min(spread):.3f}-{max(spread):.3f}) across these counts.")
+    elif d.get("sensitivity") == []:
+        L += ["", "Sensitivity to the FLOP convention and parameter count needs run directories (a CSV holds one convention)."]
+    if d.get("setup"):
+        st = d["setup"]
+        L += ["", "## Training setup of the sweep", "",
+              f"Read from the config.yaml of {st['n_runs']} run(s); `analysis plan` trains it. Overrides from "
+              f"`python -m train`'s defaults ({st['how']}):", "", "```", " ".join(st["overrides"]) or "(none)", "```"]
     L += ["", "## Figures", ""]
     captions = {"isoflop": "IsoFLOP profiles: loss against model size per budget, fitted parabolas and minima",
                 "scaling": "Compute-optimal N and D against compute, fitted power laws, 95% bands and extrapolation",
