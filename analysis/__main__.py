@@ -90,9 +90,15 @@ def _plan(args) -> int:
 
 
 def main(argv=None) -> int:
+    import warnings
+
     args = _parser().parse_args(argv)
     try:
-        return _fit(args) if args.cmd == "fit" else _plan(args)
+        # what a RuntimeWarning would say (a vertex far out, a degenerate resample) is reported by
+        # name in the fit's own warnings; numpy's raw text would only add noise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return _fit(args) if args.cmd == "fit" else _plan(args)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

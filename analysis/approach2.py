@@ -31,6 +31,7 @@ from .table import Points
 A_PLUS_B_TOLERANCE = 0.02  # under 6ND, D = C/6N makes a + b = 1 up to step rounding
 MIN_STABLE_SHARE = 0.5  # a budget whose resampled vertices are mostly not inside is left out
 WEAK_RISE = 3.0  # weak curvature: rise across the window below this many residual scatters
+OFFCENTRE_FACTOR = 2.0  # grid diagnostics: warn when N_opt lies this far from the centre of the sizes
 OUTLIER_SCALES = 5.0  # outlier: studentized residual beyond this many robust scatters (1.4826·MAD)
 
 
@@ -66,6 +67,17 @@ class BudgetMinimum:
     labels: np.ndarray = field(repr=False, default=None)  # row labels, same order as N
     outliers: list = field(default_factory=list)  # labels of outlying points
     n_boot: int = 0
+
+    @property
+    def position(self) -> float:
+        """Where N_opt sits in the budget's sampled sizes, in log: 0 smallest, 1 largest."""
+        lo, hi = np.log(self.N.min()), np.log(self.N.max())
+        return float((np.log(self.N_opt) - lo) / (hi - lo)) if hi > lo and self.N_opt > 0 else float("nan")
+
+    @property
+    def offcentre(self) -> float:
+        """N_opt over the geometric centre of the sampled sizes (1: centred)."""
+        return float(self.N_opt / np.sqrt(self.N.min() * self.N.max()))
 
     def _ci(self, est, boot):
         if self.boot_N is None or self.n_boot == 0:
@@ -256,6 +268,16 @@ def fit_approach2(
                     f"studentized {abs(m.loo[j]) / scale:.1f}x the neighbouring budgets' robust scatter {scale:.2g})" for j in bad]
         if out:
             warnings.append(f"outlying point(s), kept: {'; '.join(out[:12])}" + (f"; and {len(out) - 12} more" if len(out) > 12 else ""))
+    off = [m for m in minima if m.has_minimum and np.isfinite(m.offcentre)
+           and abs(np.log(m.offcentre)) > np.log(OFFCENTRE_FACTOR)]
+    if off:
+        warnings.append(
+            f"grid off-centre by more than {OFFCENTRE_FACTOR:g}x: "
+            + ", ".join(f"budget {m.budget:.3g} (N_opt {m.N_opt:.3g} is {m.offcentre:.2g}x the centre of its sizes "
+                        f"{m.N.min():.3g}-{m.N.max():.3g}, position {m.position:.2f})" for m in off)
+            + "; re-centre the grid on this fit with `python -m sweeps ... sweep.prior_fit=<this fit.json>`, "
+            "or extend an edge budget with `python -m sweeps refine <sweep dir>`"
+        )
     flagged = [m for m in minima if not m.used]
     if flagged:
         text = ", ".join(f"{m.budget:.3g} ({m.reason})" for m in flagged)

@@ -68,6 +68,8 @@ def _budget_dict(m) -> dict:
         "scatter": _f(m.scatter),
         "outliers": list(m.outliers),
         "n_bootstrap_used": int(m.boot_ok.sum()) if m.boot_ok is not None else 0,
+        "position": _f(m.position),
+        "offcentre": _f(m.offcentre),
     }
     _put_ci(d, "N_opt_ci", (m.N_opt_ci, m.N_opt_ci_reason))
     _put_ci(d, "D_opt_ci", (m.D_opt_ci, m.D_opt_ci_reason))
@@ -77,6 +79,7 @@ def _budget_dict(m) -> dict:
 def fit_dict(res, figures: list[str]) -> dict:
     a2 = res.approach2
     out = _law_block(a2.N_law, a2.D_law)
+    out["primary"] = "approach2" if a2.budgets else "approach3"
     out["a_plus_b"] = a2.N_law.exponent + a2.D_law.exponent
     out.update(
         convention=res.options.convention,
@@ -171,7 +174,7 @@ def report_markdown(d: dict, figure_names: list[str]) -> str:
     L.append(f"Minima: parabola in ln N over {d['window']}.")
     L += ["", "## Exponents", "", f"N_opt = k_N·C^a, D_opt = k_D·C^b; intervals: {CI_METHOD}.", "",
           "| approach | a | a 95% CI | b | b 95% CI | k_N | k_D |", "|---|---|---|---|---|---|---|"]
-    rows = [("2: IsoFLOP profiles", d)]
+    rows = [("2: IsoFLOP profiles", d)] if d.get("primary", "approach2") == "approach2" else []
     if d["approach1"]:
         rows.append(("1: envelope of training curves", d["approach1"]))
     if d["approach3"]:
@@ -212,8 +215,8 @@ def report_markdown(d: dict, figure_names: list[str]) -> str:
     for name in figure_names:
         L += [f"![{captions.get(name, name)}]({name}.png)", "", f"*{captions.get(name, name)}* ([SVG]({name}.svg))", ""]
     L += ["## IsoFLOP minima", "",
-          "| budget C | C at optimum | N_opt | N_opt 95% CI | D_opt | loss_opt | curvature d²L/d(ln N)² | points (window) | window N | resamples used | flag | used |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| budget C | C at optimum | N_opt | N_opt 95% CI | D_opt | loss_opt | curvature d²L/d(ln N)² | points (window) | window N | position in sizes | resamples used | flag | used |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in d["budgets"]:
         n, D = _num(m["N_opt"], "{:.3g}"), _num(m["D_opt"], "{:.3g}")
         lo, cv = _num(m["loss_opt"], "{:.4f}"), _num(m["curvature"], "{:.4f}")
@@ -222,7 +225,7 @@ def report_markdown(d: dict, figure_names: list[str]) -> str:
             flag = (flag + "; " if flag else "") + "first-pass window (re-centred vertex left its window)"
         wN = m.get("window_N") or [None, None]
         L.append(f"| {m['budget']:.3g} | {_num(m['C'], '{:.3g}')} | {n} | {_cit(m, 'N_opt_ci', '{:.3g}')} | {D} | {lo} | {cv} | "
-                 f"{m['n_points']} ({m['n_window']}) | {_num(wN[0], '{:.3g}')}-{_num(wN[1], '{:.3g}')} | "
+                 f"{m['n_points']} ({m['n_window']}) | {_num(wN[0], '{:.3g}')}-{_num(wN[1], '{:.3g}')} | {_num(m.get('position'), '{:.2f}')} | "
                  f"{m.get('n_bootstrap_used', 0)}/{d['n_bootstrap']} | {flag or '-'} | {'yes' if m['used'] else 'no'} |")
     L += ["", "## Warnings", ""]
     L += [f"- {w}" for w in d["warnings"]] or ["None."]
@@ -237,8 +240,10 @@ def write_outputs(res, out_dir: str) -> dict:
 
     os.makedirs(out_dir, exist_ok=True)
     conv = res.options.convention
-    figs = plots.isoflop_figure(res.approach2, conv, out_dir)
-    figs += plots.scaling_figure(res.approach2, res.approach1, res.approach3, conv, out_dir)
+    figs = []
+    if res.approach2.budgets:  # an IsoFLOP table (else Approach 3 alone, and no minima to draw)
+        figs = plots.isoflop_figure(res.approach2, conv, out_dir)
+        figs += plots.scaling_figure(res.approach2, res.approach1, res.approach3, conv, out_dir)
     if res.approach1 is not None:
         figs += plots.approach1_figure(res.approach1, res.approach2, conv, out_dir)
     d = fit_dict(res, [os.path.basename(p) for p in figs])
@@ -268,6 +273,7 @@ def summary(paths: dict) -> str:
             r = d[key]
             lines.append(f"{name}: a = {_num(r['a'])} {_cit(r, 'a_ci')}, b = {_num(r['b'])} {_cit(r, 'b_ci')}")
     lines.append(f"wrote {paths['fit']}, {paths['minima']}, {paths['report']}")
-    lines.append(f"Approach 2: a = {d['a']:.3f} {_cit(d, 'a_ci')}, b = {d['b']:.3f} {_cit(d, 'b_ci')} (95% CI; N_opt ∝ C^a, D_opt ∝ C^b)")
+    name = "Approach 2" if d.get("primary", "approach2") == "approach2" else "Approach 3 (not an IsoFLOP table)"
+    lines.append(f"{name}: a = {d['a']:.3f} {_cit(d, 'a_ci')}, b = {d['b']:.3f} {_cit(d, 'b_ci')} (95% CI; N_opt ∝ C^a, D_opt ∝ C^b)")
     lines.append("figures: " + " ".join(p for p in paths["figures"] if p.endswith(".png")))
     return "\n".join(lines)

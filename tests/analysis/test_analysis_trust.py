@@ -239,3 +239,48 @@ def test_plan_cli_bad_fit_json_and_vocab(tmp_path):
     (tmp_path / "fit.json").write_text(json.dumps(_good_fit()))
     res = run_cli("plan", "--fit", tmp_path, "--flops", "1e20", "--vocab-size", "0")
     assert res.returncode == 2 and "--vocab-size 0" in res.stderr
+
+
+# ---- 7. grid diagnostics ------------------------------------------------------------------------
+
+
+def test_off_centre_grid_is_warned_with_the_recentred_grid_to_run():
+    cols = isoflop_grid((1e18, 1e19, 1e20, 1e21), n_sizes=9, span_dex=1.0, noise=0.0, offset_dex=0.5)
+    warnings = []
+    res = fit_approach2(points(cols), cols["budget"], Window(), n_boot=0, warnings=warnings)
+    for m in res.budgets:  # the true optimum sits half a decade below the centre of the sizes
+        assert m.offcentre == pytest.approx(10**-0.5, rel=0.1) and 0.15 < m.position < 0.35
+    w = next(w for w in warnings if w.startswith("grid off-centre by more than 2x"))
+    assert "budget 1e+19" in w and "sweep.prior_fit=" in w
+    centred = isoflop_grid((1e18, 1e19, 1e20, 1e21), n_sizes=9, span_dex=1.0, noise=0.0)
+    warnings = []
+    fit_approach2(points(centred), centred["budget"], Window(), n_boot=0, warnings=warnings)
+    assert not any(w.startswith("grid off-centre") for w in warnings)
+
+
+# ---- 4. Approach 3 on any (N, D, loss) table ----------------------------------------------------
+
+
+def test_grid_table_gets_approach3_alone_and_recovers_the_truth(tmp_path):
+    from analysis.approach3 import varpro_start
+    from analysis.synthetic import CHINCHILLA, loss_law
+
+    rng = np.random.default_rng(0)
+    N = np.repeat(np.logspace(7, 9.5, 8), 6)
+    D = N * np.tile(20 * 2.0 ** np.arange(-2, 4), 8)  # 5 to 160 tokens per parameter: no IsoFLOP budget
+    L = loss_law(N, D) * np.exp(0.002 * rng.standard_normal(len(N)))
+    vp = varpro_start(np.log(N), np.log(D), L)  # variable projection alone lands near the truth
+    assert abs(vp[3] - CHINCHILLA["alpha"]) <= 0.04 and abs(vp[4] - CHINCHILLA["beta"]) <= 0.04
+    path = write_rows(tmp_path / "grid.csv", ["flops", "params", "tokens", "loss"],
+                      [[6 * n * d, n, d, loss] for n, d, loss in zip(N, D, L)])
+    out = tmp_path / "fit"
+    res = run_cli("fit", path, "--out", out, "--bootstrap", "60")
+    assert res.returncode == 0, res.stderr
+    assert "not an IsoFLOP table" in res.stderr and "Approach 3 (not an IsoFLOP table): a = " in res.stdout
+    fit = json.loads((out / "fit.json").read_text())
+    a_true, b_true = true_exponents()
+    assert fit["primary"] == "approach3" and fit["budgets"] == []
+    assert abs(fit["approach3"]["alpha"] - CHINCHILLA["alpha"]) < 0.02 and abs(fit["approach3"]["beta"] - CHINCHILLA["beta"]) < 0.02
+    assert abs(fit["a"] - a_true) < 0.02 and fit["a_ci"][0] <= fit["a"] <= fit["a_ci"][1]
+    plan = run_cli("plan", "--fit", out, "--flops", "1e22")
+    assert plan.returncode == 0 and "predicted loss" in plan.stdout, plan.stderr
