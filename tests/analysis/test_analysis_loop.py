@@ -1,0 +1,57 @@
+"""The loop closes, end to end (issue 11, acceptance): a small sweep of the demo preset is trained,
+fitted, and planned at twice its largest budget; the planned command, run exactly as printed,
+trains the sweep's own setup, and its final validation loss lies inside the planner's interval.
+
+A shrunken demo (3 budgets x 4 sizes, seq_len 64, 1K-token batches) keeps it to a few minutes of
+CPU time; it is marked slow."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from analysis_helpers import REPO  # noqa: E402
+
+from analysis.setup import read_setup  # noqa: E402
+
+SWEEP = ["sweep=demo", "sweep.budgets=[4e10,8e10,1.6e11]", "sweep.sizes_per_budget=4", "sweep.span=4",
+         "sweep.tokens_per_param=20", "model.seq_len=64", "optim.batch_tokens=1024", "eval_tokens=4096",
+         "wandb.mode=disabled"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled", PYTHONPATH=str(REPO))
+
+
+def _run(args, cwd=REPO, timeout=1800):
+    proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_planned_command_trains_the_sweeps_setup_inside_the_predicted_interval(tmp_path):
+    sweep = tmp_path / "sweep"
+    _run([sys.executable, "-m", "sweeps", *SWEEP, f"sweep.out_dir={sweep}"])
+    fit_dir = tmp_path / "fit"
+    _run([sys.executable, "-m", "analysis", "fit", str(sweep), "--out", str(fit_dir)])
+    fit = json.loads((fit_dir / "fit.json").read_text())
+    assert fit["setup"]["verified"]
+    plan = json.loads(_run([sys.executable, "-m", "analysis", "plan", "--fit", str(fit_dir), "--flops", "3.2e11",
+                            "--json"]).stdout)
+    assert plan["command"].startswith("python -m train ") and plan["loss_ci"], plan
+    # run exactly as printed (the run directory goes under runs/ of the working directory)
+    args = shlex.split(plan["command"])
+    assert args[:3] == ["python", "-m", "train"]
+    work = tmp_path / "work"
+    work.mkdir()
+    _run([sys.executable, *args[1:]], cwd=work)
+    (run_dir,) = [p for p in (work / "runs").iterdir() if (p / "result.json").is_file()]
+    result = json.loads((run_dir / "result.json").read_text())
+    # it trained the sweep's own setup ...
+    assert read_setup(str(run_dir)) == fit["setup"]["config"]
+    assert result["params"]["total"] == plan["trains"]["params"] and result["tokens"] == plan["trains"]["tokens"]
+    # ... and its final validation loss lies inside the predicted interval
+    lo, hi = plan["loss_ci"]
+    assert lo <= result["final_val_loss"] <= hi, (result["final_val_loss"], plan["loss"], plan["loss_ci"])
