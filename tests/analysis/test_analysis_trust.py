@@ -16,7 +16,7 @@ from analysis_helpers import points, run_cli, write_rows  # noqa: E402
 from analysis.approach2 import fit_approach2  # noqa: E402
 from analysis.errors import AnalysisError  # noqa: E402
 from analysis.fitjson import validate_fit  # noqa: E402
-from analysis.minima import OUTSIDE_WINDOW, Window, fit_parabolas, parse_window  # noqa: E402
+from analysis.minima import OUTSIDE_WINDOW, Window, fit_parabolas  # noqa: E402
 from analysis.pipeline import FitOptions, run_fit  # noqa: E402
 from analysis.planner import make_plan  # noqa: E402
 from analysis.powerlaw import centred_ci, percentile_ci  # noqa: E402
@@ -32,8 +32,18 @@ COLS = ["flops", "params", "tokens", "loss", "budget"]
 def test_recentred_vertex_outside_its_window_falls_back_to_the_first_pass():
     # found by search on noisy parabolas: the re-centred window's vertex leaves that window
     y = np.array([3.147, 3.096, 2.991, 3.072, 2.986, 2.995, 3.057, 3.089, 3.123])
+    # the failure: the first window (on the lowest point) has its vertex inside; re-centred on
+    # that vertex, the new window's parabola puts its vertex outside the new window
+    first = np.abs(X9 - X9[4]) <= 0.5 * np.log(10) + 1e-9
+    c = np.polyfit(X9[first], y[first], 2)
+    v1 = -c[1] / (2 * c[0])
+    second = np.abs(X9 - X9[np.argmin(np.abs(X9 - v1))]) <= 0.5 * np.log(10) + 1e-9
+    c2 = np.polyfit(X9[second], y[second], 2)
+    v2 = -c2[1] / (2 * c2[0])
+    assert X9[first].min() <= v1 <= X9[first].max() and not X9[second].min() <= v2 <= X9[second].max()
+    # the fix: the first pass is kept, and says so
     f = fit_parabolas(X9, y, np.ones((1, 9)), Window())
-    assert f.fallback[0] and not f.edge[0]
+    assert f.fallback[0] and not f.edge[0] and abs(f.x_opt[0] - v1) < 1e-9
     lo, hi = f.window_range[0]
     assert lo <= f.x_opt[0] <= hi  # the vertex kept lies inside the window it was fitted on
 
@@ -64,9 +74,11 @@ def test_ties_in_the_lowest_loss_are_settled_by_the_fit_not_row_order():
     assert not f.edge[0] and X9[0] < f.x_opt[0] < X9[2]
     rev = fit_parabolas(X9[::-1], y[::-1], np.ones((1, 9)), Window())  # rows in the other order
     assert abs(rev.x_opt[0] - f.x_opt[0]) < 1e-9 and not rev.edge[0]
-    # all tied sizes at the smallest end is still an edge
+    # a tie of the two smallest sizes: the same answer in either row order
     y2 = np.array([2.80, 2.80, 2.85, 2.9, 2.95, 3.0, 3.05, 3.1, 3.15])
-    assert fit_parabolas(X9, y2[::-1][::-1], np.ones((1, 9)), Window()).edge[0] is not None
+    a, b = (fit_parabolas(x, v, np.ones((1, 9)), Window()) for x, v in ((X9, y2), (X9[::-1], y2[::-1])))
+    assert a.code[0] == b.code[0] and abs(a.x_opt[0] - b.x_opt[0]) < 1e-9
+    # a single lowest loss at the smallest size is still an edge
     y3 = np.array([2.80, 2.81, 2.85, 2.9, 2.95, 3.0, 3.05, 3.1, 3.15])
     assert fit_parabolas(X9, y3, np.ones((1, 9)), Window()).edge[0]
 
