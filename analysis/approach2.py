@@ -32,6 +32,7 @@ A_PLUS_B_TOLERANCE = 0.02  # under 6ND, D = C/6N makes a + b = 1 up to step roun
 MIN_STABLE_SHARE = 0.5  # a budget whose resampled vertices are mostly not inside is left out
 WEAK_RISE = 3.0  # weak curvature: rise across the window below this many residual scatters
 OFFCENTRE_FACTOR = 2.0  # grid diagnostics: warn when N_opt lies this far from the centre of the sizes
+OUTLIER_MIN_SIZES = 5  # outliers are sought in windows of this many sizes (2 residual dof) or more
 OUTLIER_SCALES = 5.0  # outlier: studentized residual beyond this many robust scatters (1.4826·MAD)
 
 
@@ -191,6 +192,7 @@ def _budget_minimum(pts, b, idx, window, n_boot, rng) -> BudgetMinimum:
         nw = int(win.sum())
         if len(np.unique(N[win])) > 3:
             m.scatter = float(np.sqrt(np.nansum(m.residual**2) / (nw - 3)))
+        if len(np.unique(N[win])) >= OUTLIER_MIN_SIZES:
             # studentized residuals r / sqrt(1 - h), h from the hat matrix of the window's design:
             # the end points of a window have high leverage and small raw residuals
             X = np.vander(x[win] - x[win].mean(), 3)
@@ -253,7 +255,7 @@ def fit_approach2(
     # outliers: studentized window residuals against the robust scatter (1.4826·MAD) of the
     # neighbouring budgets' (two on each side, the budget itself left out, since a 5-point
     # window absorbs its own outlier); noise changes with C on real sweeps (Porian et al.)
-    have = [m for m in minima if m.loo is not None and np.isfinite(m.scatter)]
+    have = [m for m in minima if m.loo is not None]
     if len(have) >= 2:
         out = []
         for k, m in enumerate(have):
