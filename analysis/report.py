@@ -264,8 +264,10 @@ def write_outputs(res, out_dir: str) -> dict:
 def summary(paths: dict) -> str:
     d = paths["dict"]
     used = sum(m["used"] for m in d["budgets"])
+    n_used = (d.get("bootstrap_check") or {}).get("n_used", d["n_bootstrap"])
+    usable = f" ({n_used} usable for the lines)" if d["n_bootstrap"] and n_used < d["n_bootstrap"] else ""
     lines = [f"fit: {d['n_points']} runs, {len(d['budgets'])} budgets ({used} used), convention {d['convention']}, "
-             f"{d['n_bootstrap']} bootstrap resamples"]
+             f"{d['n_bootstrap']} bootstrap resamples{usable}"]
     if d["warnings"]:
         lines.append(f"{len(d['warnings'])} warning(s), listed above and in {paths['report']}")
     for name, key in (("Approach 1", "approach1"), ("Approach 3", "approach3")):

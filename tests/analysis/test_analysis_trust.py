@@ -152,6 +152,7 @@ def test_two_budgets_three_sizes_interval_unavailable_everywhere(tmp_path):
     res = run_cli("fit", path, "--out", out, "--no-approach3")
     assert res.returncode == 0, res.stderr
     assert "interval unavailable (" in res.stdout.splitlines()[-2]
+    assert "1000 bootstrap resamples (34 usable for the lines)" in res.stdout  # not "1000" alone
     fit = json.loads((out / "fit.json").read_text())
     assert fit["a_ci"] is None and fit["a_ci_unavailable"]
     assert all(m["N_opt_ci"] is None and m["N_opt_ci_unavailable"] for m in fit["budgets"])
