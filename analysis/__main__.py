@@ -51,6 +51,12 @@ def _fit(args) -> int:
     from .pipeline import FitOptions, run_fit
     from .report import summary, write_outputs
 
+    if args.bootstrap < 0:
+        raise AnalysisError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 (0 for no intervals)")
+    if args.seed < 0:
+        raise AnalysisError(f"--seed {args.seed}: give a seed >= 0")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise AnalysisError(f"--out {args.out}: is a file; give a directory for fit.json, report.md and the figures")
     opts = FitOptions(
         convention=args.convention, window=args.window, all_points=args.all_points, drop_invalid=args.drop_invalid,
         include_edge=args.include_edge, n_boot=max(0, args.bootstrap), seed=args.seed, loss=args.loss,
@@ -64,13 +70,19 @@ def _fit(args) -> int:
             print("warning: " + w, file=sys.stderr)
     for n in res.notes:
         print("note: " + n, file=sys.stderr)
-    print(summary(write_outputs(res, args.out)))
+    try:
+        paths = write_outputs(res, args.out)
+    except OSError as e:
+        raise AnalysisError(f"--out {args.out}: cannot write the outputs ({e.strerror or e}: {e.filename or args.out})") from None
+    print(summary(paths))
     return 0
 
 
 def _plan(args) -> int:
     from .planner import load_fit, make_plan, plan_json, plan_text
 
+    if args.vocab_size < 1:
+        raise AnalysisError(f"--vocab-size {args.vocab_size}: give the tokenizer's vocabulary, a positive integer")
     fit = load_fit(args.fit)
     p = make_plan(fit, flops=args.flops, params=args.params, tokens=args.tokens, vocab_size=args.vocab_size)
     print(plan_json(p) if args.json else plan_text(p, args.fit))
@@ -78,9 +90,15 @@ def _plan(args) -> int:
 
 
 def main(argv=None) -> int:
+    import warnings
+
     args = _parser().parse_args(argv)
     try:
-        return _fit(args) if args.cmd == "fit" else _plan(args)
+        # what a RuntimeWarning would say (a vertex far out, a degenerate resample) is reported by
+        # name in the fit's own warnings; numpy's raw text would only add noise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return _fit(args) if args.cmd == "fit" else _plan(args)
     except AnalysisError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

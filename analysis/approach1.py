@@ -91,7 +91,7 @@ def fit_approach1(pts: Points, n_boot: int = 200, seed: int = 0) -> Approach1 | 
             w, e = _envelope(Lmat[idx[r]], N[idx[r]])
             bN[r], bD[r], bok[r] = N[idx[r]][w], C / fpt[idx[r]][w], ~e
         boot = {"N": (np.broadcast_to(C, bN.shape), bN, bok.astype(bool)), "D": (np.broadcast_to(C, bN.shape), bD, bok.astype(bool))}
-    N_law = fit_power_law(C[used], N_opt[used], *boot.get("N", (None, None, None)))
-    D_law = fit_power_law(C[used], D_opt[used], *boot.get("D", (None, None, None)))
+    N_law = fit_power_law(C[used], N_opt[used], *boot.get("N", (None, None, None)), n_requested=n_boot)
+    D_law = fit_power_law(C[used], D_opt[used], *boot.get("D", (None, None, None)), n_requested=n_boot)
     runs = [(r[0], r[1], r[2]) for r in rows]
     return Approach1(C, N_opt, D_opt, loss, used, N_law, D_law, runs, ",".join(sorted({r[4] for r in rows})))

@@ -49,6 +49,7 @@ class Approach3Fit:
     n_points: int
     huber_loss: float
     boot: np.ndarray = field(default_factory=lambda: np.empty((0, 5)))  # rows of (E, A, B, α, β)
+    n_requested: int = 0  # resamples asked for
 
     @property
     def a(self) -> float:
@@ -110,6 +111,47 @@ def _grid_scores(logN, logD, logL):
     return out
 
 
+VARPRO_ALPHA = np.arange(0.02, 1.5001, 0.02)  # variable projection grid over α and β
+
+
+def varpro_start(logN, logD, L):
+    """Variable projection (Open-Athena's `vpnls`): on a grid of (α, β), E, A, B ≥ 0 enter
+    L = E + A·N^-α + B·D^-β linearly, so each grid point is one non-negative least-squares solve;
+    returns θ = (log E, log A, log B, α, β) of the best, or None. Used as one more L-BFGS start
+    beside Chinchilla's grid: on grid (non-IsoFLOP) tables it starts near the optimum where the
+    coarse grid does not."""
+    # every (α, β) at once: unconstrained least squares through the 3x3 normal equations, in
+    # units of the mean loss; grid points with a negative E, A or B are not solutions (NNLS would
+    # put them on a face, with a larger residual than some interior grid point nearby)
+    scale = L.mean()
+    y = L / scale
+    Pa = np.exp(-np.outer(VARPRO_ALPHA, logN))  # (grid, points)
+    Pb = np.exp(-np.outer(VARPRO_ALPHA, logD))
+    na = len(VARPRO_ALPHA)
+    n = len(L)
+    S = np.empty((na, na, 3, 3))
+    S[..., 0, 0] = n
+    S[..., 0, 1] = S[..., 1, 0] = Pa.sum(1)[:, None]
+    S[..., 0, 2] = S[..., 2, 0] = Pb.sum(1)[None, :]
+    S[..., 1, 1] = (Pa * Pa).sum(1)[:, None]
+    S[..., 2, 2] = (Pb * Pb).sum(1)[None, :]
+    S[..., 1, 2] = S[..., 2, 1] = Pa @ Pb.T
+    T = np.stack(np.broadcast_arrays(y.sum(), (Pa @ y)[:, None], (Pb @ y)[None, :]), -1)
+    with np.errstate(all="ignore"):
+        try:
+            coef = np.linalg.solve(S + 1e-12 * np.eye(3), T[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            return None
+        # residual sum of squares: y·y − 2 c·T + c·S·c
+        rss = y @ y - 2 * (coef * T).sum(-1) + np.einsum("...i,...ij,...j->...", coef, S, coef)
+    rss = np.where(np.all(coef > 0, -1) & np.isfinite(rss), rss, np.inf)
+    if not np.isfinite(rss).any():
+        return None
+    i, j = np.unravel_index(np.argmin(rss), rss.shape)
+    E, A, B = coef[i, j] * scale
+    return np.array([np.log(E), np.log(A), np.log(B), VARPRO_ALPHA[i], VARPRO_ALPHA[j]])
+
+
 def _lbfgs(theta0, logN, logD, logL, w, maxiter=2000):
     from scipy.optimize import minimize  # here, so that the planner does not pay for importing it
 
@@ -153,8 +195,12 @@ def _fit_approach3(N, D, L, n_boot, rng) -> Approach3Fit:
         return np.array([t[0], t[1] + t[3] * mN, t[2] + t[4] * mD, t[3], t[4]])
 
     best_theta, best_f = None, np.inf
-    for i in np.argsort(scores)[:N_REFINE]:
-        theta, f = _lbfgs(centre(GRID[i]), cN, cD, logL, w)
+    starts = [GRID[i] for i in np.argsort(scores)[:N_REFINE]]
+    vp = varpro_start(logN, logD, np.exp(logL))
+    if vp is not None:
+        starts.append(vp)
+    for start in starts:
+        theta, f = _lbfgs(centre(start), cN, cD, logL, w)
         if f < best_f and np.all(np.isfinite(theta)):
             best_theta, best_f = theta, f
     e, a, b, al, be = uncentre(best_theta)
@@ -170,5 +216,6 @@ def _fit_approach3(N, D, L, n_boot, rng) -> Approach3Fit:
             theta = uncentre(_lbfgs(best_theta, cN, cD, logL, wb, maxiter=300)[0])
             boot.append([np.exp(theta[0]), np.exp(theta[1]), np.exp(theta[2]), theta[3], theta[4]])
         boot = np.array(boot)
+        fit.n_requested = n_boot
         fit.boot = boot[np.all(np.isfinite(boot), axis=1) & (boot[:, 3] > 0) & (boot[:, 4] > 0)]
     return fit

@@ -18,8 +18,9 @@ import os
 
 import numpy as np
 
-from .conventions import params_key
+from .conventions import CONVENTIONS, params_key
 from .errors import AnalysisError
+from .setup import read_setup
 from .table import REQUIRED, Curve, Points
 
 
@@ -30,6 +31,7 @@ def load(paths, convention: str, loss: str = "val", curves: bool = True) -> tupl
         if os.path.isdir(path):
             p = _load_dir(path, convention, loss, curves, notes)
         elif os.path.isfile(path):
+            _csv_loss(path, loss)
             p = load_csv(path, convention, notes)
         else:
             raise AnalysisError(f"{path}: no such file or directory")
@@ -39,6 +41,14 @@ def load(paths, convention: str, loss: str = "val", curves: bool = True) -> tupl
     if len(pts) == 0:
         raise AnalysisError(f"no rows found in {', '.join(map(str, paths))}")
     return pts, notes
+
+
+def _csv_loss(path: str, loss: str) -> None:
+    if loss == "train":
+        raise AnalysisError(
+            f"{path}: --loss train applies to run directories (result.json holds both losses); a CSV has one "
+            "`loss` column, so drop --loss train"
+        )
 
 
 def _dedupe(pts: Points, notes: list[str]) -> Points:
@@ -102,11 +112,15 @@ def _load_dir(path: str, convention: str, loss: str, curves: bool, notes: list[s
     if not run_dirs:
         csv_path = os.path.join(path, "results.csv")
         if os.path.isfile(csv_path):
+            _csv_loss(csv_path, loss)
             return load_csv(csv_path, convention, notes)
         raise AnalysisError(f"{path}: no result.json under it and no results.csv in it")
     recs = [_read_result(d, convention, loss) for d in run_dirs]
-    cols = {k: [r[k] for r in recs] for k in recs[0]}
+    cols = {k: [r[k] for r in recs] for k in recs[0] if k != "alt"}
     pts = Points.from_columns(cols, run_dirs)
+    pts.alt = {k: (np.array([r["alt"][k][0] for r in recs]), np.array([r["alt"][k][1] for r in recs]))
+               for k in recs[0]["alt"]}
+    pts.setups = {d: read_setup(d) for d in run_dirs}
     if curves:
         for d, r in zip(run_dirs, recs):
             c = read_curve(d) if r["status"] == "completed" else None
@@ -130,7 +144,9 @@ def _read_result(run_dir: str, convention: str, loss: str) -> dict:
     budget_ref = _number(flops.get(r.get("convention"))) if isinstance(r.get("convention"), str) else math.nan
     val, train = _number(r.get("final_val_loss")), _number(r.get("final_train_loss"))
     value = val if (loss == "val" and math.isfinite(val)) else train
+    alt = {(c, pk): (_number(flops.get(c)), _number(params.get(pk))) for c in CONVENTIONS for pk in ("total", "non_embedding")}
     return {
+        "alt": alt,
         "flops": _number(flops.get(convention)),
         "params": _number(params.get(params_key(convention))),
         "tokens": _number(r.get("tokens")),

@@ -8,35 +8,24 @@ predicted loss uses Approach 3's L(N, D) at the planned N and D, where fit.json 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .errors import AnalysisError
+from .fitjson import load_fit  # noqa: F401  (re-exported: planner.load_fit)
+from .powerlaw import centred_ci
 
 CATALOG_TOLERANCE = 0.15  # use a named catalog model when its size is within 15% of N_opt
 DEFAULT_VOCAB = 50304
 
 
-def load_fit(path: str) -> dict:
-    if os.path.isdir(path):
-        path = os.path.join(path, "fit.json")
-    try:
-        with open(path) as f:
-            fit = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise AnalysisError(f"{path}: cannot read a fit ({e})") from None
-    missing = [k for k in ("a", "b", "k_N", "k_D", "convention") if not isinstance(fit.get(k), (int, float, str)) or fit.get(k) is None]
-    if missing:
-        raise AnalysisError(f"{path}: not a fit.json, missing {', '.join(missing)}")
-    return fit
-
-
-def _pct(x):
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    return None if len(x) < 10 else [float(v) for v in np.percentile(x, [2.5, 97.5])]
+def _centred(point, samples, n_requested, unavailable, log=True):
+    """(interval, reason): centred on the plan's point value (powerlaw.centred_ci), or the reason
+    the fit's own interval is unavailable."""
+    if unavailable:
+        return None, unavailable
+    return centred_ci(point, samples, n_requested, log=log)
 
 
 def hydra_number(x: float) -> str:
@@ -77,12 +66,50 @@ class Plan:
     tokens_per_param_ci: list | None
     loss: float | None  # Approach 3 at (N_opt, D_opt)
     loss_ci: list | None
+    ci_unavailable: dict  # interval name -> why it is unavailable
     approach3_N_opt: float | None  # Approach 3's own allocation at C
     approach3_D_opt: float | None
     extrapolation_dex: float  # decades of C beyond the fitted budgets (0 inside)
     command: str
     notes: list
+    trains: dict | None = None  # what the command trains (shape rule's N, tokens, steps), when train/ is here
 
+
+def setup_command(setup: dict, N: float, C: float, convention: str) -> tuple[str, dict | None, list]:
+    """The command that trains the sweep's own setup at budget C with N parameters, and what it
+    trains: the shape rule's model for N and its tokens (train.plan.make_plan), when Hydra and
+    train/ are importable. The size asked for is one the shape rule reaches, or the plan says so."""
+    from .setup import command, compose
+
+    notes = []
+    ov = list(setup.get("overrides", []))
+    train_conv = (setup.get("config") or {}).get("budget.convention", convention)
+    if train_conv != convention:
+        notes.append(f"the sweep trained under budget.convention={train_conv}; the command counts C under {convention}, the fit's")
+    ov = [o for o in ov if not o.startswith("budget.convention=")]
+    run_ov = [f"model.params={int(float(f'{N:.3g}'))}", f"budget.flops={hydra_number(C)}", f"budget.convention={convention}"]
+    if convention == "6N":
+        run_ov.pop()  # 6N is the default: keep the command short
+        if train_conv != "6N":
+            run_ov.append("budget.convention=6N")
+    trains = None
+    try:
+        from train.plan import make_plan as train_plan
+
+        cfg = compose(ov + run_ov)
+        rp = train_plan(cfg)
+        trains = {"params": rp.params.total, "non_embedding": rp.params.non_embedding, "tokens": rp.budget.tokens,
+                  "steps": rp.budget.steps, "batch_tokens": rp.budget.batch_tokens, "shape": rp.shape.to_dict()}
+        miss = trains["params"] / N - 1
+        if abs(miss) > 0.10:
+            notes.append(f"the shape rule builds {trains['params']:.4g} parameters for N = {N:.4g} ({miss:+.0%})")
+    except ImportError:
+        notes.append("train/ or Hydra is not importable here: the command is not checked against the shape rule")
+    except Exception as e:  # ConfigError, ShapeError, Hydra errors: the plan says why
+        notes.append(f"python -m train would refuse this plan: {str(e).splitlines()[0]}")
+    if not setup.get("verified", False):
+        notes.append(f"the setup's overrides were not checked by composing them ({setup.get('how', '')})")
+    return command(ov + run_ov), trains, notes
 
 def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int = DEFAULT_VOCAB) -> Plan:
     given = [k for k, v in (("flops", flops), ("params", params), ("tokens", tokens)) if v is not None]
@@ -111,6 +138,24 @@ def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int =
         D, sD = value, np.full(len(sa), value)
 
     notes = []
+    n_req = int(fit.get("n_bootstrap") or len(sa))
+    why = fit.get("a_ci_unavailable") if fit.get("a_ci") is None else None
+    if fit.get("a_ci") is None and not why:
+        why = "the fit has no bootstrap"
+    cis, unavailable = {}, {}
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        for name, point, samples, skip in (
+            ("C_ci", C, 10**slC, given[0] == "flops"),
+            ("N_opt_ci", N, sN, given[0] == "params"),
+            ("D_opt_ci", D, sD, given[0] == "tokens"),
+            ("tokens_per_param_ci", D / N, sD / sN, False),
+        ):
+            if skip:
+                cis[name] = None
+                continue
+            cis[name], r = _centred(point, samples, n_req, why)
+            if r:
+                unavailable[name] = r
     loss = loss_ci = N3 = D3 = None
     a3 = fit.get("approach3")
     if a3:
@@ -118,8 +163,12 @@ def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int =
 
         p = [a3["E"], a3["A"], a3["B"], a3["alpha"], a3["beta"]]
         loss = float(predict_loss(p, N, D))
-        boot = np.asarray(a3.get("bootstrap") or [], dtype=float)
-        loss_ci = _pct(predict_loss(boot, N, D)) if len(boot) else None
+        boot = np.asarray(a3.get("bootstrap") or [], dtype=float).reshape(-1, 5)
+        why3 = a3.get("a_ci_unavailable") if a3.get("a_ci") is None else None
+        loss_ci, r = _centred(loss, predict_loss(boot, N, D) if len(boot) else [],
+                              int(a3.get("n_bootstrap") or len(boot)), why3, log=False)
+        if r:
+            unavailable["loss_ci"] = r
         N3, D3 = (float(v) for v in optimal_allocation(p, C))
     Cs = [m["C"] for m in fit.get("budgets", []) if m.get("used")]
     extra = 0.0
@@ -135,35 +184,47 @@ def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int =
     conv = fit["convention"]
     if conv == "6N_nonembed":
         notes.append("under 6N_nonembed, N counts non-embedding parameters")
-    command = train_command(N, C, conv, vocab_size)
-    if " model=" in command:
-        notes.append(f"catalog model sizes assume a vocabulary of {vocab_size} (--vocab-size)")
+    trains = None
+    if fit.get("setup"):
+        command, trains, more = setup_command(fit["setup"], N, C, conv)
+        notes += more
+    else:
+        command = train_command(N, C, conv, vocab_size)
+        notes.append("fit.json records no training setup (CSV input, or runs without config.yaml): the command "
+                     "uses python -m train's defaults; add the sweep's settings by hand")
+        if " model=" in command:
+            notes.append(f"catalog model sizes assume a vocabulary of {vocab_size} (--vocab-size)")
     return Plan(
         given=given[0], convention=conv, C=float(C), N_opt=float(N), D_opt=float(D), tokens_per_param=float(D / N),
-        C_ci=_pct(10**slC) if given[0] != "flops" else None,
-        N_opt_ci=_pct(sN) if given[0] != "params" else None,
-        D_opt_ci=_pct(sD) if given[0] != "tokens" else None,
-        tokens_per_param_ci=_pct(sD / sN),
-        loss=loss, loss_ci=loss_ci, approach3_N_opt=N3, approach3_D_opt=D3,
+        C_ci=cis["C_ci"], N_opt_ci=cis["N_opt_ci"], D_opt_ci=cis["D_opt_ci"],
+        tokens_per_param_ci=cis["tokens_per_param_ci"],
+        loss=loss, loss_ci=loss_ci, ci_unavailable=unavailable, approach3_N_opt=N3, approach3_D_opt=D3,
         extrapolation_dex=float(extra),
-        command=command, notes=notes,
+        command=command, notes=notes, trains=trains,
     )
 
 
-def _ci(ci, fmt="{:.3g}"):
-    return f"  95% CI [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else ""
+def _ci(ci, fmt="{:.3g}", reason=None):
+    if ci:
+        return f"  95% CI [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+    return f"  interval unavailable ({reason})" if reason else ""
 
 
 def plan_text(p: Plan, fit_path: str) -> str:
+    u = p.ci_unavailable
     L = [f"plan from {fit_path} (Approach 2, convention {p.convention}), given {p.given}"]
-    L.append(f"  compute C          = {p.C:.4g} FLOPs{_ci(p.C_ci)}")
-    L.append(f"  model size N_opt   = {p.N_opt:.4g} parameters{_ci(p.N_opt_ci)}")
-    L.append(f"  data D_opt         = {p.D_opt:.4g} tokens{_ci(p.D_opt_ci)}")
-    L.append(f"  tokens per param   = {p.tokens_per_param:.3g}{_ci(p.tokens_per_param_ci)}")
+    L.append(f"  compute C          = {p.C:.4g} FLOPs{_ci(p.C_ci, reason=u.get('C_ci'))}")
+    L.append(f"  model size N_opt   = {p.N_opt:.4g} parameters{_ci(p.N_opt_ci, reason=u.get('N_opt_ci'))}")
+    L.append(f"  data D_opt         = {p.D_opt:.4g} tokens{_ci(p.D_opt_ci, reason=u.get('D_opt_ci'))}")
+    L.append(f"  tokens per param   = {p.tokens_per_param:.3g}{_ci(p.tokens_per_param_ci, reason=u.get('tokens_per_param_ci'))}")
     if p.loss is not None:
-        L.append(f"  predicted loss     = {p.loss:.4f} (Approach 3 at N_opt, D_opt){_ci(p.loss_ci, '{:.4f}')}")
+        L.append(f"  predicted loss     = {p.loss:.4f} (Approach 3 at N_opt, D_opt){_ci(p.loss_ci, '{:.4f}', u.get('loss_ci'))}")
         L.append(f"  Approach 3 instead: N = {p.approach3_N_opt:.4g}, D = {p.approach3_D_opt:.4g} at this C")
     L += [f"  note: {n}" for n in p.notes]
+    if p.trains:
+        t = p.trains
+        L.append(f"  trains             = {t['params']:.4g} parameters (shape rule: d_model {t['shape']['d_model']}, "
+                 f"{t['shape']['n_layer']} layers), {t['tokens']:.4g} tokens in {t['steps']} steps")
     L.append(f"train: {p.command}")
     return "\n".join(L)
 

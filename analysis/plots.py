@@ -51,8 +51,11 @@ def _colour(norm, C):
     return CMAP(0.9 * norm(C))  # stop before viridis' pale yellow, which vanishes on white
 
 
-def _fmt_ci(ci):
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "(no interval)"
+def _fmt_ci(ci, law=None):
+    if ci:
+        return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+    reason = getattr(law, "exponent_ci_reason", None)
+    return f"interval unavailable ({reason})" if reason else "(no interval)"
 
 
 def _save(fig, out_dir, name):
@@ -66,8 +69,9 @@ def _save(fig, out_dir, name):
 
 
 def isoflop_figure(a2, convention, out_dir):
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    fig.subplots_adjust(left=0.09, right=1.0, bottom=0.1, top=0.93)  # fixed margins: constrained layout doubled the run time
+    fig, ax = plt.subplots(figsize=(8, 6.2))
+    # fixed margins (constrained layout doubled the run time); the legend goes below the axes
+    fig.subplots_adjust(left=0.09, right=1.0, bottom=0.2, top=0.94)
     norm = LogNorm(min(m.budget for m in a2.budgets), max(m.budget for m in a2.budgets) * 1.0001)
     lo = min(m.loss.min() for m in a2.budgets)
     hi_win = max(m.loss[m.in_window].max() for m in a2.budgets)
@@ -93,6 +97,14 @@ def isoflop_figure(a2, convention, out_dir):
     ax.set_ylim(lo - 0.05 * (hi - lo), hi)
     Nall = np.concatenate([m.N for m in a2.budgets])
     ax.set_xlim(Nall.min() / 1.6, Nall.max() * 1.6)  # a vertex far outside the sizes must not squash the view
+    Lall = np.concatenate([m.loss for m in a2.budgets])
+    above = Lall > hi
+    off = [f"{above.sum()} point(s) above the top of the axis (loss up to {Lall.max():.3g})"] if above.any() else []
+    far = [m for m in a2.budgets if m.has_minimum and not (Nall.min() / 1.6 <= m.N_opt <= Nall.max() * 1.6)]
+    if far:
+        off.append(f"{len(far)} vertex(es) beyond the x axis (N_opt {', '.join(f'{m.N_opt:.3g}' for m in far)})")
+    if off:
+        ax.text(0.01, 0.06, "; ".join(off), transform=ax.transAxes, fontsize=8, color="C3")
     ax.set_xlabel("model size N [parameters]")
     ax.set_ylabel("loss [nats/token]")
     ax.set_title("IsoFLOP profiles (Approach 2): loss against model size at fixed compute")
@@ -106,7 +118,7 @@ def isoflop_figure(a2, convention, out_dir):
     ]
     if any(not m.used for m in a2.budgets):
         handles.append(plt.Line2D([], [], marker="X", ms=8, ls="", color="0.6", mec="k", label="edge minimum (left out)"))
-    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8, frameon=False)
     return _save(fig, out_dir, "isoflop")
 
 
@@ -125,12 +137,12 @@ def _law_lines(ax, law, C_lo, C_hi, colour, label, ls="-", band=True):
 def scaling_figure(a2, a1, a3, convention, out_dir):
     from .approach3 import optimal_allocation
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.11, top=0.93, wspace=0.2)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6.2))
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.3, top=0.94, wspace=0.2)  # legends below the axes
     used, left = a2.used, [m for m in a2.budgets if not m.used and m.has_minimum]
     C_lo, C_hi = min(m.C for m in used), max(m.C for m in used)
     for ax, what, law, name in ((axes[0], "N", a2.N_law, "a"), (axes[1], "D", a2.D_law, "b")):
-        _law_lines(ax, law, C_lo, C_hi, "C0", f"Approach 2: {what}_opt ∝ C^{name}, {name} = {law.exponent:.3f}, 95% CI {_fmt_ci(law.exponent_ci)}")
+        _law_lines(ax, law, C_lo, C_hi, "C0", f"Approach 2: {what}_opt ∝ C^{name}, {name} = {law.exponent:.3f}, 95% CI {_fmt_ci(law.exponent_ci, law)}")
         y = np.array([getattr(m, f"{what}_opt") for m in used])
         cis = [getattr(m, f"{what}_opt_ci") for m in used]
         err = np.clip(np.array([[v - c[0], c[1] - v] if c else [0, 0] for v, c in zip(y, cis)]).T, 0, None)
@@ -139,7 +151,7 @@ def scaling_figure(a2, a1, a3, convention, out_dir):
             ax.scatter([m.C for m in left], [getattr(m, f"{what}_opt") for m in left], marker="X", s=50, color="0.6", edgecolor="k", zorder=4, label="edge minima (left out)")
         if a1 is not None:
             l1 = a1.N_law if what == "N" else a1.D_law
-            _law_lines(ax, l1, a1.C[a1.used].min(), a1.C[a1.used].max(), "C1", f"Approach 1: {name} = {l1.exponent:.3f} {_fmt_ci(l1.exponent_ci)}", ls="--", band=False)
+            _law_lines(ax, l1, a1.C[a1.used].min(), a1.C[a1.used].max(), "C1", f"Approach 1: {name} = {l1.exponent:.3f} {_fmt_ci(l1.exponent_ci, l1)}", ls="--", band=False)
         if a3 is not None:
             Cg = np.logspace(np.log10(C_lo), np.log10(C_hi) + EXTRAPOLATE_DEX, 80)
             p = np.array([a3.E, a3.A, a3.B, a3.alpha, a3.beta])
@@ -149,15 +161,15 @@ def scaling_figure(a2, a1, a3, convention, out_dir):
         _log(ax)
         ax.set_xlabel(f"compute C [FLOPs, {convention}]")
         ax.set_ylabel("optimal model size N_opt [parameters]" if what == "N" else "optimal data D_opt [tokens]")
-        ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     axes[0].set_title("Compute-optimal model size (dotted: extrapolation, band: 95% CI)")
     axes[1].set_title("Compute-optimal training tokens")
     return _save(fig, out_dir, "scaling")
 
 
 def approach1_figure(a1, a2, convention, out_dir):
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    fig.subplots_adjust(left=0.06, right=0.985, bottom=0.11, top=0.93, wspace=0.25)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    fig.subplots_adjust(left=0.06, right=0.985, bottom=0.26, top=0.94, wspace=0.25)  # legends below the axes
     ax = axes[0]
     Ns = np.array([r[0] for r in a1.runs])
     norm = LogNorm(Ns.min(), Ns.max() * 1.0001)
@@ -173,12 +185,12 @@ def approach1_figure(a1, a2, convention, out_dir):
     ax.set_title("Approach 1: training curves and their lower envelope")
     sm = plt.cm.ScalarMappable(norm=norm, cmap=matplotlib.colors.ListedColormap(CMAP(np.linspace(0, 0.9, 256))))
     _colorbar(fig, sm, ax, "model size N [parameters]")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8, frameon=False)
     ax = axes[1]
     ax.scatter(a1.C[a1.used], a1.N_opt[a1.used], s=14, color="C1", label="envelope winner N at C")
     if (~a1.used).any():
         ax.scatter(a1.C[~a1.used], a1.N_opt[~a1.used], s=14, facecolor="none", edgecolor="0.5", label="edge (left out)")
-    _law_lines(ax, a1.N_law, a1.C[a1.used].min(), a1.C[a1.used].max(), "C1", f"Approach 1: a = {a1.N_law.exponent:.3f} {_fmt_ci(a1.N_law.exponent_ci)}")
+    _law_lines(ax, a1.N_law, a1.C[a1.used].min(), a1.C[a1.used].max(), "C1", f"Approach 1: a = {a1.N_law.exponent:.3f} {_fmt_ci(a1.N_law.exponent_ci, a1.N_law)}")
     if a2 is not None:
         used = a2.used
         _law_lines(ax, a2.N_law, min(m.C for m in used), max(m.C for m in used), "C0", f"Approach 2: a = {a2.N_law.exponent:.3f}", ls="--", band=False)
@@ -186,5 +198,5 @@ def approach1_figure(a1, a2, convention, out_dir):
     ax.set_xlabel(f"compute C [FLOPs, {convention}]")
     ax.set_ylabel("optimal model size N_opt [parameters]")
     ax.set_title("Approach 1: N_opt from the envelope")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     return _save(fig, out_dir, "approach1")

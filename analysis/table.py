@@ -19,6 +19,9 @@ class Curve:
     source: str  # "val_loss" or "train_loss"
 
 
+_DICTS = ("curves", "setups", "alt")
+
+
 @dataclass
 class Points:
     flops: np.ndarray
@@ -31,21 +34,28 @@ class Points:
     run_id: np.ndarray  # str; "" where unknown
     where: np.ndarray  # str: "file.csv:line" or the run directory, for messages
     curves: dict = field(default_factory=dict)  # run_id -> Curve (run directories only)
+    setups: dict = field(default_factory=dict)  # run directory -> its setup (setup.read_setup) or None
+    alt: dict = field(default_factory=dict)  # (convention, params key) -> (flops, params) arrays (run directories)
 
     def __len__(self) -> int:
         return len(self.flops)
 
     def subset(self, mask) -> "Points":
-        kw = {f.name: getattr(self, f.name)[mask] for f in fields(self) if f.name != "curves"}
-        return Points(**kw, curves=self.curves)
+        kw = {f.name: getattr(self, f.name)[mask] for f in fields(self) if f.name not in _DICTS}
+        alt = {k: (f[mask], n[mask]) for k, (f, n) in self.alt.items()}
+        return Points(**kw, curves=self.curves, setups=self.setups, alt=alt)
 
     @staticmethod
     def concat(parts: list["Points"]) -> "Points":
-        kw = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Points) if f.name != "curves"}
-        curves = {}
+        kw = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Points) if f.name not in _DICTS}
+        curves, setups = {}, {}
         for p in parts:
             curves.update(p.curves)
-        return Points(**kw, curves=curves)
+            setups.update(p.setups)
+        # other conventions' FLOPs and N only where every part has them (run directories)
+        keys = set.intersection(*(set(p.alt) for p in parts)) if parts else set()
+        alt = {k: tuple(np.concatenate([p.alt[k][i] for p in parts]) for i in (0, 1)) for k in keys}
+        return Points(**kw, curves=curves, setups=setups, alt=alt)
 
     @staticmethod
     def from_columns(cols: dict, where: list[str], curves: dict | None = None) -> "Points":

@@ -27,6 +27,46 @@ def exclude_incomplete(pts: Points) -> tuple[Points, list[str]]:
     return pts.subset(keep), [f"excluded {(~keep).sum()} run(s) that did not complete ({what})"]
 
 
+def drop_duplicates(pts: Points) -> tuple[Points, list[str]]:
+    """Rows equal in flops, params, tokens, loss and budget are one run read twice (a CSV pasted
+    twice, a table and its run directories): keep the first, warn naming the copies."""
+    seen: dict[tuple, int] = {}
+    keep = np.ones(len(pts), bool)
+    pairs = []
+    for i in range(len(pts)):
+        key = (pts.flops[i], pts.params[i], pts.tokens[i], pts.loss[i], pts.budget[i] if np.isfinite(pts.budget[i]) else None)
+        if key in seen:
+            keep[i] = False
+            pairs.append(f"{pts.label(i)} = {pts.label(seen[key])}")
+        else:
+            seen[key] = i
+    if keep.all():
+        return pts, []
+    more = f"; and {len(pairs) - MAX_LISTED} more" if len(pairs) > MAX_LISTED else ""
+    return pts.subset(keep), [f"{len(pairs)} duplicate row(s) counted once (first kept): {'; '.join(pairs[:MAX_LISTED])}{more}"]
+
+
+def check_swapped(pts: Points) -> list[str]:
+    """Params and tokens swapped: compute-optimal training uses more tokens than parameters, so a
+    table where every row has tokens < params is refused; where most rows do, a warning (a grid far
+    above the optimum can do that legitimately)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = pts.tokens / pts.params
+    ok = np.isfinite(ratio)
+    few = ok & (ratio < 1)
+    if not ok.any() or not few.any():
+        return []
+    rows = ", ".join(pts.label(i) for i in np.flatnonzero(few)[:4])
+    med = float(np.median(ratio[ok]))
+    if few.sum() == ok.sum():
+        raise AnalysisError(
+            f"tokens < params in {few.sum()} of {ok.sum()} rows (median tokens/params {med:.3g}; e.g. {rows}): the "
+            "params and tokens columns look swapped; params is N (model size), tokens is D (training tokens)"
+        )
+    return [f"tokens < params in {few.sum()} of {ok.sum()} rows (e.g. {rows}); check that the columns are not swapped"] \
+        if few.sum() > ok.sum() / 2 else []
+
+
 def row_problems(pts: Points, convention: str) -> dict[int, list[str]]:
     """Row index -> what is wrong with it."""
     problems: dict[int, list[str]] = {}

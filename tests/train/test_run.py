@@ -148,23 +148,26 @@ def test_dry_run_json_is_consistent():
     assert json.loads(catalog.stdout.strip().splitlines()[-1])["shape"]["vocab_size"] == 50304
 
 
-def test_eval_fraction_bounds_only_the_evaluations_before_the_last(tmp_path, tiny_run):
-    """The default eval_fraction (2% of the training compute) leaves this 50K-token run one
-    sequence per evaluation before the last; eval_fraction=1 reads all eval_tokens each time.
-    Their losses differ, while training (every train loss) and the final validation loss, the
-    run's result, stay bit for bit the same."""
-    lean_dir, _ = tiny_run
-    full_dir = tmp_path / "full"
-    proc = run_cli("-m", "train", *TINY, f"out_dir={full_dir}", "eval_every=10", "eval_fraction=1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_every_evaluation_reads_the_same_sequences_and_eval_fraction_bounds_their_count(tmp_path):
+    """Every evaluation reads all eval_tokens, so the curve is one quantity from start to end.
+    eval_fraction bounds how many come before the last: with 2% of this 54K-token run's compute
+    (3,225 eval tokens) and 1,024 eval tokens each, 3 of the 5 that eval_every=5 asks for before
+    the last fit; the interval stretches to 10, a whole multiple of itself, leaving 2.
+    eval_fraction=1 keeps all of them; where both runs evaluated, the losses are bit for bit the
+    same, and so is training."""
+    args = [*TINY, "eval_every=5", "eval_tokens=1024"]
+    lean_dir, full_dir = tmp_path / "lean", tmp_path / "full"
+    for d, extra in ((lean_dir, []), (full_dir, ["eval_fraction=1"])):
+        proc = run_cli("-m", "train", *args, f"out_dir={d}", *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     lean_rows, full_rows = read_metrics(lean_dir), read_metrics(full_dir)
     assert [r["train_loss"] for r in lean_rows] == [r["train_loss"] for r in full_rows]
     lean_evals = {r["step"]: r["val_loss"] for r in lean_rows if "val_loss" in r}
     full_evals = {r["step"]: r["val_loss"] for r in full_rows if "val_loss" in r}
-    assert lean_evals.keys() == full_evals.keys() and len(lean_evals) >= 3
-    last = max(lean_evals)
-    assert lean_evals[last] == full_evals[last]
-    assert all(lean_evals[step] != full_evals[step] for step in lean_evals if step != last)
+    last = max(full_evals)
+    assert sorted(full_evals) == list(range(5, last + 1, 5))  # eval_fraction=1 affords every one
+    assert sorted(lean_evals) == [10, 20, last] and last == 30
+    assert all(lean_evals[step] == full_evals[step] for step in lean_evals)
     result = json.loads((lean_dir / "result.json").read_text())
     assert result["final_val_loss"] == json.loads((full_dir / "result.json").read_text())["final_val_loss"]
 

@@ -106,19 +106,16 @@ class Trainer:
         self.val = prepared.val_batches(plan.shape.seq_len, eval_batch, eval_seqs // eval_batch,
                                         rank=world.rank, world_size=world.size)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
-        self.eval_every = cfg.eval_every or max(1, self.total_steps // 10)
-        # The final evaluation (the run's result) always reads all eval_tokens. The ones before it
-        # only draw the curve, so together they may cost at most eval_fraction of the training
-        # compute: an eval token is a forward pass, a third of a training token's 6N.
-        intermediate_evals = (self.total_steps - 1) // self.eval_every
-        eval_token_budget = 3 * cfg.eval_fraction * budget.tokens / max(1, intermediate_evals)
-        # in sequences, so that every world size and micro-batch size reads the same ones
-        partial_seqs = min(eval_seqs, max(1, int(eval_token_budget // plan.shape.seq_len)))
-        self.val_partial = self.val
-        if partial_seqs < eval_seqs:
-            partial_batch = largest_divisor_at_most(partial_seqs, micro)
-            self.val_partial = prepared.val_batches(plan.shape.seq_len, partial_batch, partial_seqs // partial_batch,
-                                                    rank=world.rank, world_size=world.size)
+        # Every evaluation reads the same sequences (all eval_tokens), so a run's validation curve
+        # is one quantity from start to end (Approach 1 reads it). The ones before the last only
+        # draw the curve, so together they may cost at most eval_fraction of the training compute
+        # (an eval token is a forward pass, a third of a training token's 6N): where the requested
+        # interval would exceed that, it is stretched to a whole multiple of itself.
+        requested = cfg.eval_every or max(1, self.total_steps // 10)
+        affordable = int(3 * cfg.eval_fraction * budget.tokens // (eval_seqs * plan.shape.seq_len))
+        wanted = (self.total_steps - 1) // requested
+        stretch = 1 if wanted <= affordable else (-(-wanted // affordable) if affordable > 0 else None)
+        self.eval_every = requested * stretch if stretch else self.total_steps  # None: the final one only
         self.log_every = cfg.log_every or max(1, self.total_steps // 20)
         self.step = 0            # optimizer steps completed
         self.wall_before = 0.0   # wall seconds spent before a resume
@@ -257,11 +254,11 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, final: bool = True) -> float:
-        """Mean validation loss per token: over all eval_tokens, or (final=False) over the first
-        batches of the same set, as many as eval_fraction affords."""
+        """Mean validation loss per token over all eval_tokens (the same sequences every time;
+        `final` is kept for callers)."""
         self.raw_model.eval()
         total, count = 0.0, 0
-        for x, y in (self.val if final else self.val_partial):
+        for x, y in self.val:
             x, y = x.to(self.device), y.to(self.device)
             with self._autocast():
                 total += float(self.raw_model(x, y)) * x.numel()
