@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from train.budget import BudgetPlan, plan_budget
 from train.config import ConfigError
 from train.flops import check_convention, flops_per_token
-from train.hparams import peak_lr, target_batch_tokens, warmup_steps
+from train.hparams import check_schedule, peak_lr, target_batch_tokens, warmup_steps
 from train.params import ParamCount, count_params
 from train.shapes import (ModelShape, ShapeError, catalog_shape, head_dim_for, pad_vocab,
                           shape_from_params, swiglu_hidden)
@@ -104,6 +104,7 @@ def make_plan(cfg) -> RunPlan:
                          min_steps=cfg.budget.min_steps, tolerance=cfg.budget.tolerance,
                          batch_multiple=opt.batch_multiple)
     lr = peak_lr(opt.lr_rule, budget_flops, params.total, opt.lr_constant, dict(opt.lr_table or {}), opt.lr)
+    check_schedule(opt)
     warmup = warmup_steps(budget.steps, opt.warmup_fraction, opt.warmup_max_steps)
     identity = {
         "shape": shape.to_dict(), "budget": budget.to_dict(), "lr": lr, "warmup": warmup, "seed": cfg.seed, "eval_tokens": cfg.eval_tokens,
