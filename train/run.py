@@ -63,6 +63,8 @@ def check_run_settings(cfg) -> None:
                                             f"{cfg.optim.micro_batch_seqs}")
     if not 0 <= cfg.seed < 2 ** 32:
         raise bad("seed", f"must be an integer in [0, 2**32 - 1] (it seeds numpy and torch), got {cfg.seed}")
+    from train.hparams import check_schedule
+    check_schedule(cfg.optim)
     if cfg.cpu_threads is not None and cfg.cpu_threads < 1:
         raise bad("cpu_threads", f"must be at least 1 (or null: chosen by model width), got {cfg.cpu_threads}")
     factor = cfg.divergence_factor
