@@ -41,6 +41,16 @@ def corpus_unique_tokens(cfg) -> int | None:
     return _prepare_data(DataConfig.from_any(cfg.data)).n_train_tokens
 
 
+def embedding_warning(points: list[GridPoint], cfg) -> None:
+    """One line when some runs are mostly embedding (see train/run.py mostly_embedding)."""
+    from train.run import mostly_embedding
+    heavy = [p for p in points if mostly_embedding(p.plan, cfg)]
+    if heavy:
+        worst = max(heavy, key=lambda p: 1 - p.plan.params.non_embedding / p.plan.params.total)
+        say(f"warning: {len(heavy)} of {len(points)} runs are mostly embedding; "
+            f"{mostly_embedding(worst.plan, cfg)}")
+
+
 class IsoflopSweeper(Sweeper):
     def __init__(self) -> None:
         super().__init__()
@@ -95,6 +105,7 @@ class IsoflopSweeper(Sweeper):
                     f"sizes fall outside sweep.min_params/max_params; this budget needs models beyond that range")
         for warning in plan_warnings(rows, unique_tokens, cfg.budget.min_steps):
             say(f"warning: {warning}")
+        embedding_warning(points, cfg)
         if cfg.dry_run and not cfg.sweep.refine:
             say("dry run: nothing trained")
             return []

@@ -34,6 +34,23 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
+# Above this share of embedding parameters a run's N is mostly its vocabulary table: the fit then
+# measures the tokenizer more than the model (the demo's largest share is 60%).
+MOSTLY_EMBEDDING = 0.75
+
+
+def mostly_embedding(plan: RunPlan, cfg) -> str | None:
+    """A warning when most of the model's parameters are embedding, else None."""
+    share = 1 - plan.params.non_embedding / plan.params.total
+    if share <= MOSTLY_EMBEDDING:
+        return None
+    shape = plan.shape
+    tied = "" if shape.tie_embeddings else ", model.tie_embeddings=true"
+    return (f"N={plan.params.total:.3g} is {share:.0%} embedding (vocabulary {shape.vocab_size:,} x d_model "
+            f"{shape.d_model}{'' if shape.tie_embeddings else ', twice: untied'}); for models this small choose a "
+            f"smaller data.vocab_size (a byte-level BPE of 512-2048){tied}, or larger models; docs/data.md")
+
+
 def run_dir_for(cfg, plan: RunPlan) -> Path:
     return Path(cfg.out_dir) if cfg.out_dir else Path("runs") / plan.run_id
 
@@ -154,6 +171,9 @@ def run_training(cfg) -> dict | None:
                           f"split over {world.size} processes; set optim.batch_multiple={world.size}")
     run_dir = run_dir_for(cfg, plan)
     writable_dir(run_dir, "out_dir")
+    heavy = mostly_embedding(plan, cfg)
+    if heavy and not cfg.sweep.name:  # a sweep says it once, when it plans
+        say(f"warning: {heavy}")
     finished = _finished(run_dir, plan)
     if _done(cfg, finished):
         _say_done(plan, finished, run_dir)
