@@ -217,6 +217,17 @@ def test_sweeps_with_files(files, name, where, expected):
     assert files["read_only"] is None or not any(files["read_only"].iterdir())
 
 
+def test_refine_that_replays_a_slurm_launcher_without_a_cluster(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    command = {"overrides": ["sweep=demo", "hydra/launcher=submitit_slurm"]}
+    (sweep_dir / "command.json").write_text(json.dumps(command))
+    proc = run_cli("-m", "sweeps", "refine", str(sweep_dir), env=ENV)
+    assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-2000:]
+    _one_error_line(proc.stderr, "error: hydra/launcher=submitit_slurm: no SLURM cluster to submit to")
+    assert json.loads((sweep_dir / "command.json").read_text()) == command and len(list(sweep_dir.iterdir())) == 1
+
+
 def test_sweeps_top_level_out_dir_is_the_sweep_directory(tmp_path):
     proc = run_cli("-m", "sweeps", "sweep=demo", f"out_dir={tmp_path / 'mine'}", "dry_run=true", env=ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
