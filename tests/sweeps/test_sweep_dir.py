@@ -59,3 +59,14 @@ def test_a_command_that_fails_to_launch_leaves_the_metadata(sweep_dir):
                    "hydra/launcher=gpu_pool", "hydra.launcher.gpus=[0]", env=ENV)
     assert proc.returncode == 2 and "error: hydra.launcher.gpus" in proc.stderr, proc.stderr[-2000:]
     assert snapshot(sweep_dir) == before, "command.json and plan.json are those of the last command that ran"
+
+
+def test_the_plan_warns_when_runs_are_mostly_embedding(tmp_path):
+    # a 4,096-token vocabulary on ~100K-parameter models: the table is most of every model
+    proc = run_cli("-m", "sweeps", "sweep=demo", "data.vocab_size=4096", "sweep.budgets=[1e12]", "sweep.tokens_per_param=5",
+                   f"sweep.out_dir={tmp_path / 's'}", "dry_run=true", env=ENV)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(line for line in proc.stdout.splitlines() if "mostly embedding" in line)
+    assert line.startswith("warning: 4 of 5 runs are mostly embedding; N=") and "smaller data.vocab_size" in line
+    demo = run_cli("-m", "sweeps", "sweep=demo", f"sweep.out_dir={tmp_path / 'd'}", "dry_run=true", env=ENV)
+    assert demo.returncode == 0 and "mostly embedding" not in demo.stdout
