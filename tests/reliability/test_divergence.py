@@ -141,3 +141,24 @@ def test_sweep_goes_on_past_a_diverged_run_and_the_analysis_excludes_it(tmp_path
     report = json.loads((tmp_path / "fit" / "fit.json").read_text())
     assert "excluded 1 run(s) that did not complete (1 diverged)" in report["warnings"]
     assert sum(b["n_points"] for b in report["budgets"]) == 15
+
+
+@pytest.mark.slow
+def test_a_sweep_on_code_and_prose_completes_every_run(tmp_path):
+    """The acceptance grid in small: 3 budgets x 4 sizes on Python sources and a play, every run
+    `completed`. (The full-size check, demo budgets on the whole standard library with the fit,
+    is recorded in docs/reliability.md.)"""
+    import sysconfig
+    from pathlib import Path
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for i, src in enumerate(sorted(stdlib.glob("[a-f]*.py"))[:30] + [_shakespeare()]):
+        (corpus / f"{i:03d}.txt").write_text(src.read_text(errors="replace"))
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", "sweeps", "sweep=demo", "sweep.sizes_per_budget=4", "sweep.budgets=[1e10,2e10,4e10]",
+                   "sweep.tokens_per_param=5", "data=text", f"data.paths=[{corpus}]", "data.sample_by=document",
+                   "model.seq_len=64", "eval_tokens=4096", "wandb.mode=disabled", f"sweep.out_dir={sweep_dir}", env=ENV)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["completed"] == summary["points"] == 12 and summary["diverged"] == 0, summary
