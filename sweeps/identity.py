@@ -26,7 +26,8 @@ METADATA_FILES = ("command.json", "plan.json", "plan.txt", IDENTITY_FILE)
 INCLUDED = ("model", "data", "optim", "budget", "seed", "eval_tokens", "precision")
 # ... and keys inside them that are not.
 EXCLUDED = ("model.params", "model.name", "budget.flops", "budget.min_steps", "budget.tolerance",
-            "data.name", "data.cache_dir", "data.num_proc", "optim.micro_batch_seqs")
+            "model.attention", "data.name", "data.cache_dir", "data.num_proc", "data.repeat_policy",
+            "optim.micro_batch_seqs")
 
 
 class SweepDirError(ValueError):
