@@ -25,8 +25,10 @@ class Throughput:
 
 def throughput_for(device_kind: str, override_tflops: float | None) -> Throughput:
     if override_tflops is not None:
-        if override_tflops <= 0:
-            raise ValueError(f"sweep.effective_tflops: must be positive, got {override_tflops}")
+        if not 0 < override_tflops < float("inf"):  # also false for NaN
+            from train.plan.errors import ConfigError
+            raise ConfigError(f"sweep.effective_tflops: must be a positive TFLOP/s figure (the measured training "
+                              f"throughput), got {override_tflops}; or leave it unset for the device table")
         return Throughput(override_tflops * 1e12)
     tflops = EFFECTIVE_TFLOPS.get(device_kind, EFFECTIVE_TFLOPS["H100"])
     return Throughput(tflops * 1e12, SECONDS_PER_TOKEN.get(device_kind, 0.0))

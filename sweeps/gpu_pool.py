@@ -339,6 +339,18 @@ class GpuPoolLauncher(Launcher):
     def resolve_pool(self) -> list[str]:
         pool = self.settings.gpus if self.settings.gpus is not None else detect_gpus()
         self.settings.check(pool)
+        if self.settings.gpus is not None and self.settings.command == [sys.executable, "-m", "train"]:
+            # The training command on listed GPUs that CUDA cannot see would train on the CPU under a
+            # GPU's label. (A stand-in command of one's own may not need CUDA: it is not checked.)
+            try:
+                import torch
+                visible = torch.cuda.device_count()
+            except (ImportError, RuntimeError):
+                visible = 0
+            if visible == 0:
+                raise GpuPoolError(f"hydra.launcher.gpus: lists GPU(s) {pool}, but torch sees no CUDA GPU on this "
+                                   "machine, so the runs would train on the CPU; drop hydra/launcher=gpu_pool to "
+                                   "train here, or run the sweep on a machine with GPUs")
         return pool
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:

@@ -48,6 +48,9 @@ def budgets_of(sweep) -> list[float]:
         if not (0 < ranged.start <= ranged.stop):
             raise GridError(f"sweep.budget_range: need 0 < start <= stop, got {ranged.start} .. {ranged.stop}")
         if ranged.count == 1:
+            if ranged.stop != ranged.start:
+                raise GridError(f"sweep.budget_range: count=1 gives one budget, but start ({ranged.start:g}) and "
+                                f"stop ({ranged.stop:g}) differ; set stop equal to start, or count to 2 or more")
             listed = [float(ranged.start)]
         else:
             ratio = (ranged.stop / ranged.start) ** (1 / (ranged.count - 1))

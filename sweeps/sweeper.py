@@ -17,11 +17,14 @@ from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, open_dict
 
 from sweeps.estimate import detect_device_kind, throughput_for
+from sweeps.identity import (METADATA_FILES, SweepDirError, check_identity, config_identity, metadata_lock,
+                             restore_metadata, write_identity)
 from sweeps.grid import GridError, budgets_of, GridPoint, build_grid, grid_ratio, make_point, outside_bounds, sweep_dir_of
 from sweeps.plan_table import format_table, plan_rows, plan_warnings
 from sweeps.refine import find_edges, save_command
 from train.run.results_table import read_results_csv, run_state, write_results_csv
 from train.errors import USER_ERRORS
+from train.run.lifecycle import check_run_settings, writable_dir
 from train.run.rundir import atomic_write_bytes, atomic_write_json
 
 FINISHED = ("completed", "diverged")
@@ -75,6 +78,16 @@ def repeat_refusal(points: list[GridPoint], unique_tokens: int | None, cfg) -> s
             "sample (data.max_documents or another data preset) or set data.repeat_policy=warn")
 
 
+def embedding_warning(points: list[GridPoint], cfg) -> None:
+    """One line when some runs are mostly embedding (see train.run.lifecycle.mostly_embedding)."""
+    from train.run.lifecycle import mostly_embedding
+    heavy = [p for p in points if mostly_embedding(p.plan, cfg)]
+    if heavy:
+        worst = max(heavy, key=lambda p: 1 - p.plan.params.non_embedding / p.plan.params.total)
+        say(f"warning: {len(heavy)} of {len(points)} runs are mostly embedding; "
+            f"{mostly_embedding(worst.plan, cfg)}")
+
+
 class IsoflopSweeper(Sweeper):
     def __init__(self) -> None:
         super().__init__()
@@ -108,13 +121,18 @@ class IsoflopSweeper(Sweeper):
             with open_dict(cfg):
                 cfg.world_size = runs_on  # plan each run's batch for the ranks the launcher starts
         try:
+            check_run_settings(cfg)  # what every job would refuse, refused once, before any launch
             points = build_grid(cfg)
             sweep_dir = sweep_dir_of(cfg)
+            if not cfg.dry_run:
+                writable_dir(sweep_dir, "sweep.out_dir")
+            identity = config_identity(cfg)
+            check_identity(sweep_dir, identity)
             unique_tokens = window_tokens(self._unique_tokens(cfg), points[0].plan.shape.seq_len)
-            flops_per_s = throughput_for(detect_device_kind(cfg.device), cfg.sweep.effective_tflops)
+            flops_per_s = self._flops_per_s = throughput_for(detect_device_kind(cfg.device), cfg.sweep.effective_tflops)
             if cfg.sweep.refine and cfg.sweep.refine_sizes < 1:
                 raise GridError(f"sweep.refine_sizes: must be at least 1, got {cfg.sweep.refine_sizes}")
-        except (GridError, *USER_ERRORS) as error:
+        except (GridError, SweepDirError, *USER_ERRORS) as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         states = self._states(points, sweep_dir)
@@ -132,13 +150,15 @@ class IsoflopSweeper(Sweeper):
         if refusal:  # before anything is launched or written
             print(f"error: {refusal}", file=sys.stderr)
             sys.exit(2)
+        embedding_warning(points, cfg)
         if cfg.dry_run and not cfg.sweep.refine:
             say("dry run: nothing trained")
             return []
 
         # the grid
         # "running": another process (a second sweep on this directory) holds the run's lock
-        pending = [p for p in points if states[p.plan.run_id] not in FINISHED + ("running",)]
+        finished = ("completed",) if cfg.retry_diverged else FINISHED
+        pending = [p for p in points if states[p.plan.run_id] not in finished + ("running",)]
         busy = sum(states[p.plan.run_id] == "running" for p in points)
         if busy and not cfg.dry_run:
             say(f"warning: {busy} run{'s are' if busy > 1 else ' is'} being trained by another process; "
@@ -146,14 +166,26 @@ class IsoflopSweeper(Sweeper):
         launched = 0
         if not cfg.dry_run:
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            save_command(sweep_dir, list(arguments), list(cfg.hydra.overrides.hydra))
-            self._write_plan(sweep_dir, points, rows)
+            with metadata_lock(sweep_dir):
+                try:  # another sweep may have recorded its config since the check above
+                    check_identity(sweep_dir, identity)
+                except SweepDirError as error:
+                    print(f"error: {error}", file=sys.stderr)
+                    sys.exit(2)
+                self._previous = {n: (sweep_dir / n).read_bytes() if (sweep_dir / n).is_file() else None
+                                  for n in METADATA_FILES}
+                write_identity(sweep_dir, identity)
+                save_command(sweep_dir, list(arguments), list(cfg.hydra.overrides.hydra))
+                self._write_plan(sweep_dir, points, rows)
             if pending:
                 say(f"launching {len(pending)} runs ({len(points) - len(pending)} finished and skipped, "
                     f"{sum(states[p.plan.run_id] == 'partial' for p in pending)} to resume)")
                 launched = self._launch(pending, arguments, sweep_dir, first_job=0)
             elif not busy:
-                say(f"nothing to train: all {len(points)} runs have finished; results in {sweep_dir / 'results.csv'}")
+                diverged = sum(states[p.plan.run_id] == "diverged" for p in points)
+                say(f"nothing to train: all {len(points)} runs have finished"
+                    + (f" ({diverged} diverged; retry_diverged=true trains them again)" if diverged else "")
+                    + f"; results in {sweep_dir / 'results.csv'}")
 
         # refinement beyond edge minima, from the results so far
         if cfg.sweep.refine:
@@ -164,21 +196,28 @@ class IsoflopSweeper(Sweeper):
             extra_states = self._states(extras, sweep_dir)
             states |= extra_states
             points = points + extras
-            self._write_plan(sweep_dir, points, plan_rows(points, flops_per_s, states))
-            todo = [p for p in extras if extra_states[p.plan.run_id] not in FINISHED]
+            with metadata_lock(sweep_dir):
+                self._write_plan(sweep_dir, points, plan_rows(points, flops_per_s, states))
+            todo = [p for p in extras if extra_states[p.plan.run_id] not in finished]
             if todo:
                 say(f"refine: launching {len(todo)} runs")
                 self._launch(todo, arguments, sweep_dir, first_job=launched)
             elif extras:
                 say(f"refine: nothing to train: all {len(extras)} added runs have finished")
-        summary = self._summarise(points, states, sweep_dir)
+        summary = self._summarise(points, states, sweep_dir, finished)
         # A run failed when its launcher job failed or its result.json says so. (Every real
         # training job that exits cleanly leaves a result; a stand-in command may not, and the
         # summary then counts its point as failed without failing the sweep.)
-        recorded = sum(run_state(sweep_dir / "runs" / p.label) == "failed" for p in points)
-        if self.failed_jobs or recorded:
-            print(f"error: sweep: {max(self.failed_jobs, recorded)} runs failed (their run directories say why); "
-                  "run the same command again to retry them", file=sys.stderr)
+        final = [run_state(sweep_dir / "runs" / p.label) for p in points]
+        recorded, diverged = final.count("failed"), final.count("diverged")
+        if self.failed_jobs or recorded or diverged:
+            parts = []
+            if self.failed_jobs or recorded:
+                parts.append(f"{max(self.failed_jobs, recorded)} runs failed (run the same command again to retry them)")
+            if diverged:
+                parts.append(f"{diverged} runs diverged (the analysis leaves them out; `retry_diverged=true` "
+                             "trains them again, e.g. with another divergence_factor or LR rule)")
+            print(f"error: sweep: {'; '.join(parts)}; their run directories' result.json say why", file=sys.stderr)
             sys.exit(3)
         return [json.dumps(summary)]
 
@@ -194,9 +233,16 @@ class IsoflopSweeper(Sweeper):
             for p in points]})
 
     def _launch(self, points: list[GridPoint], arguments: List[str], sweep_dir: Path, first_job: int) -> int:
-        """Run the points through the configured launcher; returns the next free job number."""
+        """Run the points through the configured launcher; returns the next free job number. When
+        the launcher itself fails (no cluster, a bad GPU pool), the sweep directory's metadata is
+        put back as it was before this command: a command that launched nothing records nothing."""
         job_overrides = [list(arguments) + p.overrides(sweep_dir) + [f"sweep.out_dir={sweep_dir}"] for p in points]
-        returns = self.launcher.launch(job_overrides, initial_job_idx=first_job)
+        try:
+            returns = self.launcher.launch(job_overrides, initial_job_idx=first_job)
+        except (Exception, SystemExit) as error:
+            if not (isinstance(error, SystemExit) and error.code in (0, None)):
+                restore_metadata(sweep_dir, getattr(self, "_previous", {}))
+            raise
         for job in returns or []:
             if getattr(job, "status", None) == JobStatus.FAILED:
                 self.failed_jobs += 1
@@ -251,12 +297,12 @@ class IsoflopSweeper(Sweeper):
                 say(f"warning: {warning}")
         return extras
 
-    def _summarise(self, points: list[GridPoint], before: dict, sweep_dir: Path) -> dict:
+    def _summarise(self, points: list[GridPoint], before: dict, sweep_dir: Path, finished=FINISHED) -> dict:
         after = self._states(points, sweep_dir)
         counts = Counter()
         for point in points:
             run_id = point.plan.run_id
-            if before[run_id] in FINISHED:
+            if before[run_id] in finished:
                 counts["skipped"] += 1
             elif after[run_id] == "completed":
                 counts["resumed" if before[run_id] == "partial" else "completed"] += 1
@@ -267,7 +313,10 @@ class IsoflopSweeper(Sweeper):
         if counts.get("running"):  # trained by another process right now (a second sweep on this directory)
             summary["running"] = counts["running"]
         summary["points"] = len(points)
-        atomic_write_json(sweep_dir / "summary.json", summary)
+        # plan.json and summary.json from the same command: the last sweep to finish writes both
+        with metadata_lock(sweep_dir):
+            self._write_plan(sweep_dir, points, plan_rows(points, self._flops_per_s, after))
+            atomic_write_json(sweep_dir / "summary.json", summary)
         say("summary: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "points")
             + f" (of {len(points)} runs); results in {csv_path}")
         return summary

@@ -1,4 +1,25 @@
-"""`python -m train`: train one model at a fixed FLOP budget, or print its plan (dry_run=true)."""
+"""`python -m train`: train one model at a fixed FLOP budget, or print its plan (dry_run=true).
+
+    python -m train model.params=1e6 budget.flops=3e11 model.seq_len=128
+    python -m train model=llama-160m data=embedded_gpt2 budget.flops=1e18 dry_run=true
+
+Every option is a Hydra override (key=value) of the typed config in train/config.py (TrainConfig);
+an unknown key is an error. The main ones:
+
+    model.params=<N> | model=<catalog name>   the model: a size for the shape rule, or a named shape
+    budget.flops=<C> budget.convention=6N     the FLOP budget, and the convention it is counted in
+    data=<preset> data.paths=[...]            configs/data/: embedded (default), text, parquet, ... (docs/data.md)
+    model.seq_len model.tie_embeddings data.vocab_size   the settings that matter most on a small corpus
+    optim.lr=<peak LR>                        overrides the size rule (optim.lr_rule)
+    out_dir=<run dir> seed=<int> wandb.mode=online|offline|disabled
+    dry_run=true                              print the plan as one JSON line and train nothing
+    divergence_factor / divergence_window / divergence_patience   the loss-spike check (docs/reliability.md)
+    retry_diverged=true                       train a run that ended `diverged` again, from step 0
+
+`python -m train --cfg job` prints the whole resolved config.
+Exit codes: 0 completed (or already finished); 2 bad input; 3 diverged or failed; 4 the run directory
+is locked by another process; 74 disk full; 75 preempted (re-run to resume).
+"""
 from __future__ import annotations
 
 import json
@@ -63,6 +84,9 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
 
 
 def main() -> None:
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__.strip())
+        return
     from train.config import TrainConfig
     from train.overrides import check_overrides
     problem = check_overrides(sys.argv[1:], Path(CONFIG_DIR), TrainConfig)

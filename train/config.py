@@ -128,12 +128,19 @@ class TrainConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)  # the `sweep` group (python -m sweeps)
     peak_tflops: Optional[float] = None  # accelerator peak for MFU; None = from the device table
     cpu_threads: Optional[int] = None  # torch threads on the CPU; None = 1 below d_model 512, else torch's default
-    # Divergence: besides a NaN/inf loss, a train loss above divergence_factor x the best so far,
-    # held for divergence_patience consecutive steps, ends the run as `diverged`. Healthy runs
-    # never double their best loss (it starts near ln(vocab) and falls); transient spikes of big
-    # runs are ~1.2-1.5x and recover within a few steps. 0 turns the spike check off.
+    # Divergence: besides a NaN/inf loss, the moving median of the last divergence_window train
+    # losses held above divergence_factor x its own lowest value for divergence_patience
+    # consecutive steps ends the run as `diverged`. The median, not single batches: on a mixed
+    # corpus one easy batch can sit at a third of the typical loss. A healthy run's median never
+    # doubles (it starts near ln(vocab) and falls); an absurd LR sends it to 10-100x. 0 turns the
+    # spike check off.
     divergence_factor: float = 2.0
+    divergence_window: int = 20
     divergence_patience: int = 10
+    # A run directory whose result is `diverged` is finished: re-running skips it. True trains it
+    # again from step 0 (its old result and checkpoints are removed), e.g. after changing the
+    # divergence check, which is not part of the run id. `failed` runs are always retried.
+    retry_diverged: bool = False
 
 
 def register_configs() -> None:

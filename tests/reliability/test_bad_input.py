@@ -16,6 +16,11 @@ import pytest
 from tests.conftest import run_cli
 from tests.reliability.helpers import ENV, MICRO
 
+def torch_cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
 # (id, arguments after `python -m train <MICRO>`, how stderr's error line starts)
 TRAIN = [
     ("unknown key", ["model.foo=1"], "error: model.foo: unknown config key"),
@@ -52,6 +57,11 @@ TRAIN = [
     ("text source without paths", ["data.source=text"], "error: data.paths: is empty"),
     ("missing corpus file", ["data=text", "data.vocab_size=512", "data.paths=[/nonexistent/corpus.txt]"], "error: data.paths: no such file or folder"),
     ("tokenizer smaller than its vocabulary", ["data.tokenizer=gpt2"], "error: data.vocab_size: 512 is smaller than the gpt2 tokenizer's 50257 tokens"),
+    ("negative seed", ["seed=-1"], "error: seed: must be an integer in [0, 2**32 - 1]"),
+    ("zero CPU threads", ["cpu_threads=0"], "error: cpu_threads: must be at least 1"),
+    ("warmup longer than the run", ["optim.warmup_fraction=2"], "error: optim.warmup_fraction: must lie in [0, 1)"),
+    ("negative final LR", ["optim.final_lr_fraction=-1"], "error: optim.final_lr_fraction: must lie in [0, 1]"),
+    ("zero divergence window", ["divergence_window=0"], "error: divergence_window: must be at least 1 step"),
 ]
 TRAIN_WITH_FILES = [  # cases that need files made by the `files` fixture ({name} is filled in)
     ("empty corpus", ["data=text", "data.vocab_size=512", "data.paths=[{empty}]"], "error: data.paths: the corpus is empty"),
@@ -59,6 +69,10 @@ TRAIN_WITH_FILES = [  # cases that need files made by the `files` fixture ({name
     ("prepared data, other vocabulary", ["data.source=prepared", "data.paths=[{prepared}]", "data.vocab_size=1024"], "error: data.vocab_size: 1024 does not match the prepared data's vocab_size 512"),
     ("prepared data, other tokenizer", ["data.source=prepared", "data.paths=[{retokenized}]"], "error: data.tokenizer: "),
     ("out_dir of another run", ["out_dir={reference}", "seed=1"], "error: out_dir: "),
+    ("out_dir that is a file", ["out_dir={a_file}"], "error: out_dir: {a_file} is a file, not a folder"),
+    ("out_dir in a read-only folder", ["out_dir={read_only}/run"], "error: out_dir: cannot write in {read_only}"),
+    ("data cache in a read-only folder", ["data.cache_dir={read_only}/cache"],
+     "error: data.cache_dir: cannot write the prepared data in {read_only}"),
 ]
 SWEEPS = [
     ("no preset", [], "error: sweep: choose a preset"),
@@ -69,6 +83,26 @@ SWEEPS = [
     ("negative budget in the list", ["sweep=demo", "sweep.budgets=[-1e10]"], "error: sweep.budgets: every budget must be a positive finite number"),
     ("too few sizes", ["sweep=demo", "sweep.sizes_per_budget=0"], "error: sweep.sizes_per_budget: need at least 3 sizes"),
     ("span below 1", ["sweep=demo", "sweep.span=0.5"], "error: sweep.span: must be > 1"),
+    ("negative effective TFLOP/s", ["sweep=demo", "sweep.effective_tflops=-1", "dry_run=true"],
+     "error: sweep.effective_tflops: must be a positive TFLOP/s figure"),
+    ("one budget from a range with two ends", ["sweep=demo", "sweep.budgets=[]", "sweep.budget_range.start=1e11",
+                                               "sweep.budget_range.stop=4e11", "sweep.budget_range.count=1", "dry_run=true"],
+     "error: sweep.budget_range: count=1 gives one budget, but start (1e+11) and stop (4e+11) differ"),
+    ("warmup longer than the run", ["sweep=demo", "optim.warmup_fraction=2", "dry_run=true"], "error: optim.warmup_fraction"),
+    ("negative seed", ["sweep=demo", "seed=-1"], "error: seed: must be an integer"),
+    ("SLURM launcher without a cluster", ["sweep=demo", "hydra/launcher=submitit_slurm"],
+     "error: hydra/launcher=submitit_slurm: no SLURM cluster to submit to"),
+    ("GPU pool without CUDA", ["sweep=demo", "sweep.budgets=[1e10]", "sweep.sizes_per_budget=3", "sweep.tokens_per_param=2",
+                               "hydra/launcher=gpu_pool", "hydra.launcher.gpus=[0]"],
+     "error: hydra.launcher.gpus: lists GPU(s) ['0'], but torch sees no CUDA GPU"),
+    ("out_dir and sweep.out_dir that disagree", ["sweep=demo", "out_dir=/tmp/elsewhere", "dry_run=true"],
+     "error: out_dir: /tmp/elsewhere and sweep.out_dir="),
+]
+if torch_cuda_available():  # the GPU pool case needs a machine without CUDA
+    SWEEPS = [case for case in SWEEPS if case[0] != "GPU pool without CUDA"]
+SWEEPS_WITH_FILES = [  # the sweep directory itself is the bad input
+    ("sweep.out_dir that is a file", "{a_file}", "error: sweep.out_dir: {a_file} is a file, not a folder"),
+    ("sweep.out_dir in a read-only folder", "{read_only}/sweep", "error: sweep.out_dir: cannot write in {read_only}"),
 ]
 ANALYSIS = [  # CSV contents; None: the file does not exist
     ("CSV without a tokens column", "flops,params,loss\n1e18,1e8,3.0\n", "error: {csv}: missing column(s) tokens"),
@@ -83,8 +117,36 @@ ANALYSIS_ROWS = [
 ]
 
 
+def _read_only_dir(path):
+    """A folder this process cannot write in: mode 555, or (as root, whom modes do not stop) the
+    immutable attribute. None where neither works."""
+    import os
+    import subprocess
+    path.mkdir()
+    path.chmod(0o555)
+    if not os.access(path, os.W_OK):
+        return path
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        try:
+            (path / "probe").touch()
+        except OSError:
+            return path
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    return None
+
+
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, reference):
+def read_only(tmp_path_factory):
+    import subprocess
+    path = _read_only_dir(tmp_path_factory.mktemp("ro") / "locked")
+    yield path
+    if path is not None:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+        path.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, reference, read_only):
     from train.data import DataConfig, prepare_data
     root = tmp_path_factory.mktemp("inputs")
     (root / "empty.txt").write_text("")
@@ -97,8 +159,10 @@ def files(tmp_path_factory, reference):
     (root / "retokenized" / "tokenizer.json").write_text(json.dumps(tokenizer))
     assert hashlib.sha256((root / "retokenized" / "tokenizer.json").read_bytes()).hexdigest() != \
         prepared.meta["tokenizer"]["sha256"]
+    (root / "a_file").write_text("not a folder")
     return {"empty": root / "empty.txt", "one_line": root / "one_line.txt", "prepared": root / "prepared",
-            "retokenized": root / "retokenized", "reference": reference}
+            "retokenized": root / "retokenized", "reference": reference, "a_file": root / "a_file",
+            "read_only": read_only}
 
 
 def _one_error_line(stderr: str, expected: str) -> None:
@@ -120,7 +184,10 @@ def test_train(tmp_path, name, args, expected):
 @pytest.mark.parametrize("name,args,expected", TRAIN_WITH_FILES, ids=[c[0] for c in TRAIN_WITH_FILES])
 def test_train_with_files(tmp_path, files, name, args, expected):
     run_dir = tmp_path / "run"
+    if "{read_only}" in " ".join(args) and files["read_only"] is None:
+        pytest.skip("cannot make a read-only folder here")
     args = [a.format(**files) for a in args]
+    expected = expected.format(**files)
     before = (files["reference"] / "result.json").read_bytes()
     proc = run_cli("-m", "train", *MICRO, f"out_dir={run_dir}", *args, env=ENV)
     assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-2000:]
@@ -136,6 +203,42 @@ def test_sweeps(tmp_path, name, args, expected):
     assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-2000:]
     _one_error_line(proc.stderr, expected)
     assert not (sweep_dir / "results.csv").exists() and not (sweep_dir / "summary.json").exists()
+
+
+@pytest.mark.parametrize("name,where,expected", SWEEPS_WITH_FILES, ids=[c[0] for c in SWEEPS_WITH_FILES])
+def test_sweeps_with_files(files, name, where, expected):
+    if "{read_only}" in where and files["read_only"] is None:
+        pytest.skip("cannot make a read-only folder here")
+    sweep_dir = where.format(**files)
+    proc = run_cli("-m", "sweeps", "sweep=demo", f"sweep.out_dir={sweep_dir}", env=ENV)
+    assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-2000:]
+    _one_error_line(proc.stderr, expected.format(**files))
+    assert files["a_file"].read_text() == "not a folder"
+    assert files["read_only"] is None or not any(files["read_only"].iterdir())
+
+
+def test_refine_that_replays_a_slurm_launcher_without_a_cluster(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    command = {"overrides": ["sweep=demo", "hydra/launcher=submitit_slurm"]}
+    (sweep_dir / "command.json").write_text(json.dumps(command))
+    proc = run_cli("-m", "sweeps", "refine", str(sweep_dir), env=ENV)
+    assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-2000:]
+    _one_error_line(proc.stderr, "error: hydra/launcher=submitit_slurm: no SLURM cluster to submit to")
+    assert json.loads((sweep_dir / "command.json").read_text()) == command and len(list(sweep_dir.iterdir())) == 1
+
+
+def test_sweeps_top_level_out_dir_is_the_sweep_directory(tmp_path):
+    proc = run_cli("-m", "sweeps", "sweep=demo", f"out_dir={tmp_path / 'mine'}", "dry_run=true", env=ENV)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"sweep demo: {tmp_path / 'mine'}" in proc.stdout
+
+
+@pytest.mark.parametrize("command", [["train"], ["sweeps"], ["train.export"], ["analysis"]])
+def test_every_cli_has_help(command):
+    proc = run_cli("-m", *command, "--help")
+    assert proc.returncode == 0 and proc.stdout.strip() and not proc.stderr.strip(), proc.stderr[-2000:]
+    assert "usage" in proc.stdout.lower() or f"python -m {command[0]}" in proc.stdout
 
 
 @pytest.mark.parametrize("name,content,expected", ANALYSIS, ids=[c[0] for c in ANALYSIS])

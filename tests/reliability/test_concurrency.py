@@ -61,6 +61,12 @@ def test_two_sweeps_on_one_directory_train_each_run_once(tmp_path, demo_corpus):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 and all(r["status"] == "completed" and float(r["loss"]) > 0 for r in rows)
     assert not list(sweep_dir.glob(".results.csv.*.tmp"))
+    # the sweep's metadata comes from one command: plan.json was rewritten with summary.json by the
+    # sweep that finished last, under the metadata lock; the config identity was recorded once
+    plan = json.loads((sweep_dir / "plan.json").read_text())["points"]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert len(plan) == summary["points"] == 3 and sorted(p["label"] for p in plan) == [r.name for r in runs]
+    assert json.loads((sweep_dir / "sweep_config.json").read_text())["identity"]["model.seq_len"] == 64
 
 
 def test_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_path):

@@ -7,6 +7,7 @@ never imports `datasets` or `tokenizers` (a cached call takes milliseconds).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -183,6 +184,20 @@ def embedded_documents() -> list[str]:
     return docs
 
 
+@contextlib.contextmanager
+def _local_files():
+    """No `datasets` progress bars while it reads local files: its "Downloading data" bar for a
+    folder on disk misleads (the [data] lines say what happens)."""
+    from datasets.utils import logging as ds_logging
+    was_enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            ds_logging.enable_progress_bar()
+
+
 def load_corpus(cfg: DataConfig) -> Any:
     """The corpus as a `datasets.Dataset` with a single ``text`` column, blank documents dropped."""
     import datasets
@@ -192,12 +207,14 @@ def load_corpus(cfg: DataConfig) -> Any:
         ds = datasets.Dataset.from_dict({"text": embedded_documents()})
     elif cfg.source == "text":
         files = [str(f) for f in expand_paths(cfg, (".txt", ".text", ".md"))]
-        ds = datasets.load_dataset("text", data_files=files, split="train", cache_dir=hf_cache,
-                                   sample_by=cfg.sample_by, keep_linebreaks=True)
+        with _local_files():
+            ds = datasets.load_dataset("text", data_files=files, split="train", cache_dir=hf_cache,
+                                       sample_by=cfg.sample_by, keep_linebreaks=True)
     elif cfg.source == "parquet":
         files = [str(f) for f in expand_paths(cfg, (".parquet",))]
         try:
-            ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=hf_cache)
+            with _local_files():
+                ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=hf_cache)
         except Exception as e:  # a non-parquet file, a truncated file...
             raise DataError(f"data.paths: cannot read the parquet files: {str(e).splitlines()[0]}") from e
     elif cfg.source == "hf":

@@ -122,6 +122,7 @@ def prepare_data(cfg: Any) -> PreparedData:
         except DataError as e:
             log(f"cached data in {out} is unusable ({e}); preparing it again")
             shutil.rmtree(out, ignore_errors=True)
+    _check_writable(root)  # before minutes of tokenizing, not after
     return _build(cfg, key, fp, out)
 
 
@@ -139,6 +140,21 @@ def find_prepared(cfg: Any) -> PreparedData | None:
         return load_prepared(out, vocab_size=cfg.vocab_size, tokenizer=cfg.tokenizer, key=key)
     except DataError:
         return None
+
+
+def _check_writable(root: Path) -> None:
+    """DataError unless the cache root is, or can become, a folder this process writes in."""
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(probe))
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-probe-"):
+            pass
+    except OSError as e:
+        raise DataError(f"data.cache_dir: cannot write the prepared data in {probe} ({e.strerror}); set "
+                        "data.cache_dir (or $ISOFLOP_CACHE) to a writable folder") from None
 
 
 def _safe(name: str) -> str:

@@ -74,6 +74,19 @@ def target_batch_tokens(rule: str, budget_flops: float, constant: int | None) ->
     raise HparamError(f"optim.batch_rule: unknown rule {rule!r}; choose one of {', '.join(BATCH_RULES)}")
 
 
+def check_schedule(opt) -> None:
+    """The LR schedule's fractions, each checked by name (a warmup longer than the run, or a final
+    LR below zero, would otherwise train silently on a schedule nobody asked for)."""
+    if not 0 <= opt.warmup_fraction < 1:  # also false for NaN
+        raise HparamError(f"optim.warmup_fraction: must lie in [0, 1) (a share of the run's steps), got "
+                          f"{opt.warmup_fraction}; the default is 0.05")
+    if opt.warmup_max_steps < 1:
+        raise HparamError(f"optim.warmup_max_steps: must be at least 1 step, got {opt.warmup_max_steps}")
+    if not 0 <= opt.final_lr_fraction <= 1:
+        raise HparamError(f"optim.final_lr_fraction: must lie in [0, 1] (the last step's LR over the peak), got "
+                          f"{opt.final_lr_fraction}; Chinchilla's is 0.1")
+
+
 def warmup_steps(total_steps: int, fraction: float, max_steps: int) -> int:
     """Linear warmup length: a fixed fraction of the run, capped, so short runs stay mostly decay."""
     return max(1, min(max_steps, round(fraction * total_steps)))

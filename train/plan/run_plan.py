@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from train.plan.budget import BudgetPlan, plan_budget
 from train.plan.errors import ConfigError
 from train.plan.flops import check_convention, flops_per_token
-from train.plan.hparams import peak_lr, target_batch_tokens, warmup_steps
+from train.plan.hparams import check_schedule, peak_lr, target_batch_tokens, warmup_steps
 from train.plan.memory import (DEFAULT_GPU_MEMORY_GB, GIB, choose_micro_batch, estimate_memory,
                                largest_divisor_at_most)
 from train.plan.params import ParamCount, count_params
@@ -204,6 +204,7 @@ def make_plan(cfg, precision: str | None = None) -> RunPlan:
                          min_steps=cfg.budget.min_steps, tolerance=cfg.budget.tolerance,
                          batch_multiple=math.lcm(opt.batch_multiple, world), preferred_multiple=8 * world)
     lr = peak_lr(opt.lr_rule, budget_flops, params.total, opt.lr_constant, dict(opt.lr_table or {}), opt.lr)
+    check_schedule(opt)
     warmup = warmup_steps(budget.steps, opt.warmup_fraction, opt.warmup_max_steps)
     # the device kind the plan is for (a device_memory_gb plan on a CPU box is for a GPU) fixes
     # what precision=auto trains in; the micro-batch must fit that device's memory

@@ -34,6 +34,23 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
+# Above this share of embedding parameters a run's N is mostly its vocabulary table: the fit then
+# measures the tokenizer more than the model (the demo's largest share is 60%).
+MOSTLY_EMBEDDING = 0.75
+
+
+def mostly_embedding(plan: RunPlan, cfg) -> str | None:
+    """A warning when most of the model's parameters are embedding, else None."""
+    share = 1 - plan.params.non_embedding / plan.params.total
+    if share <= MOSTLY_EMBEDDING:
+        return None
+    shape = plan.shape
+    tied = "" if shape.tie_embeddings else ", model.tie_embeddings=true"
+    return (f"N={plan.params.total:.3g} is {share:.0%} embedding (vocabulary {shape.vocab_size:,} x d_model "
+            f"{shape.d_model}{'' if shape.tie_embeddings else ', twice: untied'}); for models this small choose a "
+            f"smaller data.vocab_size (a byte-level BPE of 512-2048){tied}, or larger models; docs/data.md")
+
+
 def run_dir_for(cfg, plan: RunPlan) -> Path:
     return Path(cfg.out_dir) if cfg.out_dir else Path("runs") / plan.run_id
 
@@ -61,22 +78,57 @@ def check_run_settings(cfg) -> None:
     if cfg.optim.micro_batch_seqs is not None and cfg.optim.micro_batch_seqs < 0:
         raise bad("optim.micro_batch_seqs", f"must be positive (or null for the whole batch), got "
                                             f"{cfg.optim.micro_batch_seqs}")
+    if not 0 <= cfg.seed < 2 ** 32:
+        raise bad("seed", f"must be an integer in [0, 2**32 - 1] (it seeds numpy and torch), got {cfg.seed}")
+    from train.plan.hparams import check_schedule
+    check_schedule(cfg.optim)
+    if cfg.cpu_threads is not None and cfg.cpu_threads < 1:
+        raise bad("cpu_threads", f"must be at least 1 (or null: chosen by model width), got {cfg.cpu_threads}")
     factor = cfg.divergence_factor
     if not (factor == 0 or factor > 1) or not math.isfinite(factor):
         raise bad("divergence_factor", f"must be 0 (off) or a finite number above 1, got {factor}")
     if cfg.divergence_patience < 1:
         raise bad("divergence_patience", f"must be at least 1 step, got {cfg.divergence_patience}")
+    if cfg.divergence_window < 1:
+        raise bad("divergence_window", f"must be at least 1 step, got {cfg.divergence_window}")
     DataConfig.from_any(cfg.data).validate()  # the data fields, before any corpus work
 
 
+def writable_dir(path, field: str) -> None:
+    """Raise ConfigError unless `path` is, or can become, a folder this process can write in.
+    Creates nothing: probes the nearest existing folder with a temporary file."""
+    import tempfile
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{field}: {path} is a file, not a folder; choose a folder (it is created if missing)")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{field}: {probe} is a file, so {path} cannot be a folder; choose another path")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-probe-"):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{field}: cannot write in {probe} ({error.strerror}); choose a writable folder") from None
+
+
 def _prepare_data(data_cfg):
-    """prepare_data, with the corpus reader's own errors (Hugging Face datasets) as one-line DataErrors."""
+    """prepare_data, with the corpus reader's own errors (Hugging Face datasets) and a cache it
+    cannot write as one-line DataErrors."""
     from train.data import DataError
     try:
         return prepare_data(data_cfg)
     except DataError:
         raise
     except Exception as error:  # noqa: BLE001 - only errors raised inside `datasets` are translated
+        from train.data.paths import data_dir
+        cache = str(data_dir(data_cfg.cache_dir))
+        if (isinstance(error, OSError) and str(error.filename or "").startswith(cache)
+                and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)):
+            where = f"{error.filename}: " if error.filename else ""
+            raise DataError(f"data.cache_dir: cannot write the prepared data ({where}{error.strerror}); set "
+                            "data.cache_dir (or $ISOFLOP_CACHE) to a writable folder") from None
         chain, cause = [], error
         while cause is not None:
             chain.append(cause)
@@ -128,9 +180,13 @@ def run_training(cfg) -> dict | None:
         raise ConfigError(f"optim.batch_multiple: the global batch of {plan.budget.batch_seqs} sequences does not "
                           f"split over {world.size} processes; set optim.batch_multiple={world.size}")
     run_dir = run_dir_for(cfg, plan)
+    writable_dir(run_dir, "out_dir")
+    heavy = mostly_embedding(plan, cfg)
+    if heavy and not cfg.sweep.name:  # a sweep says it once, when it plans
+        say(f"warning: {heavy}")
     finished = _finished(run_dir, plan)
-    if finished is not None and finished["status"] != "failed":  # failed runs are retried
-        say(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do")
+    if _done(cfg, finished):
+        _say_done(plan, finished, run_dir)
         return finished
     configure_cpu_threads(device, plan.shape.d_model, cfg.cpu_threads)
 
@@ -188,6 +244,29 @@ def _lock_run_dir(run_dir: Path, world, device):
     return None if held_elsewhere else lock
 
 
+def _done(cfg, finished: dict | None) -> bool:
+    """Whether a run directory's result ends the matter: failed runs are always retried, diverged
+    ones with retry_diverged=true."""
+    if finished is None or finished["status"] == "failed":
+        return False
+    return not (finished["status"] == "diverged" and cfg.retry_diverged)
+
+
+def _say_done(plan: RunPlan, finished: dict, run_dir: Path) -> None:
+    hint = "; retry_diverged=true trains it again" if finished["status"] == "diverged" else ""
+    say(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do{hint}")
+
+
+def _discard_run(run_dir: Path) -> None:
+    """A diverged run, retried: its result goes first (so a crash here leaves a run that
+    re-running trains), then its checkpoints; metrics.jsonl is truncated when training starts."""
+    import shutil
+
+    from train.run.checkpoint import checkpoint_dir
+    (run_dir / "result.json").unlink(missing_ok=True)
+    shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
+
+
 def _finished(run_dir: Path, plan: RunPlan) -> dict | None:
     """The run directory's result, after checking that the directory belongs to this run."""
     owner = None
@@ -212,9 +291,12 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
     from train.model import Transformer
     from train.run.optim import make_optimizer
     finished = _finished(run_dir, plan)  # another process may have finished it while we waited
-    if finished is not None and finished["status"] != "failed":
-        say(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do")
+    if _done(cfg, finished):
+        _say_done(plan, finished, run_dir)
         return finished
+    if world.is_main and finished is not None and finished["status"] == "diverged":  # retry_diverged=true
+        say(f"run {plan.run_id}: retrying a diverged run from step 0 ({finished.get('reason')})")
+        _discard_run(run_dir)
     if world.is_main:
         remove_temp_files(run_dir)  # left by atomic writes that a crash interrupted
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -121,8 +122,11 @@ class Trainer:
         self.wall_before = 0.0   # wall seconds spent before a resume
         self.last_val_loss = None
         self.last_train_loss = None
-        self.best_train_loss = None  # for the loss-spike check (divergence_factor)
-        self.spike_steps = 0         # consecutive steps above divergence_factor x best
+        # the loss-spike check (_divergence): the last divergence_window train losses, the lowest
+        # moving median so far, and how many consecutive steps the median has been far above it
+        self.recent_losses: list[float] = []
+        self.lowest_median = None
+        self.spike_steps = 0
 
         # DDP wraps the plain model and torch.compile wraps DDP, as torch's guide to compiling
         # DDP models says: Dynamo's DDPOptimizer then splits the graph at DDP's bucket boundaries
@@ -145,8 +149,8 @@ class Trainer:
                 "data": self.batches.state_dict(), "rng_cpu": torch.get_rng_state(),
                 "wall_s": self.wall_before + (time.time() - self.started), "shape": self.plan.shape.to_dict(),
                 "run_id": self.plan.run_id, "last_val_loss": self.last_val_loss,
-                "last_train_loss": self.last_train_loss, "best_train_loss": self.best_train_loss,
-                "spike_steps": self.spike_steps}
+                "last_train_loss": self.last_train_loss, "recent_losses": list(self.recent_losses),
+                "lowest_median": self.lowest_median, "spike_steps": self.spike_steps}
 
     def load_state(self, state: dict) -> None:
         if state.get("run_id") != self.plan.run_id:
@@ -161,7 +165,8 @@ class Trainer:
             raise ValueError(f"checkpoint: data position {self.batches.position} does not match step {self.step}")
         self.wall_before = float(state["wall_s"])
         self.last_val_loss, self.last_train_loss = state.get("last_val_loss"), state.get("last_train_loss")
-        self.best_train_loss, self.spike_steps = state.get("best_train_loss"), int(state.get("spike_steps", 0))
+        self.recent_losses = [float(x) for x in state.get("recent_losses", [])]
+        self.lowest_median, self.spike_steps = state.get("lowest_median"), int(state.get("spike_steps", 0))
         if self.world.is_main:
             self.metrics.truncate_after(self.step)
 
@@ -352,17 +357,27 @@ class Trainer:
                 "train_wall_s": train_wall}
 
     def _divergence(self, train_loss: float) -> str | None:
-        """Why the run has diverged after this step's loss, or None."""
+        """Why the run has diverged after this step's loss, or None.
+
+        A non-finite loss is divergence at once. Otherwise one batch's loss says little: on a mixed
+        corpus (code beside prose) an easy batch can sit at a third of the typical loss. So the
+        check smooths first, with the median of the last divergence_window losses, and compares
+        that median with its own lowest value so far: the run has diverged when the median stays
+        above divergence_factor x that level for divergence_patience consecutive steps.
+        """
         if not math.isfinite(train_loss):
             return f"non-finite train loss {train_loss} at step {self.step}"
         factor, patience = self.cfg.divergence_factor, self.cfg.divergence_patience
-        if self.best_train_loss is None or train_loss < self.best_train_loss:
-            self.best_train_loss = train_loss
-        if factor > 0 and train_loss > factor * self.best_train_loss:
+        self.recent_losses = (self.recent_losses + [train_loss])[-self.cfg.divergence_window:]
+        median = statistics.median(self.recent_losses)
+        if self.lowest_median is None or median < self.lowest_median:
+            self.lowest_median = median
+        if factor > 0 and median > factor * self.lowest_median:
             self.spike_steps += 1
             if self.spike_steps >= patience:
-                return (f"loss spike: train loss {train_loss:.4g} above {factor:g}x the best so far "
-                        f"({self.best_train_loss:.4g}) for {self.spike_steps} consecutive steps, at step {self.step}")
+                return (f"loss spike: the median train loss of the last {len(self.recent_losses)} steps, "
+                        f"{median:.4g}, stayed above {factor:g}x its lowest value ({self.lowest_median:.4g}) "
+                        f"for {self.spike_steps} consecutive steps, at step {self.step}")
         else:
             self.spike_steps = 0
         return None
