@@ -239,3 +239,14 @@ def test_unavailable_cluster_skips_locally_and_fails_on_ci(ci, monkeypatch, tmp_
     monkeypatch.setattr(slurm_cluster, "START", broken)
     with pytest.raises(RuntimeError, match="slurmctld did not start"):
         slurm_cluster.ensure_slurm()
+
+
+def test_sweeps_slurm_check_passes_on_the_cluster(env, monkeypatch):
+    """`python -m sweeps ... hydra/launcher=submitit_slurm` refuses up front when no cluster answers;
+    with the localhost cluster's SLURM_CONF and PATH it finds one."""
+    from sweeps.__main__ import slurm_problem
+    for key in ("SLURM_CONF", "PATH"):
+        monkeypatch.setenv(key, env[key])
+    assert slurm_problem() is None
+    monkeypatch.setenv("SLURM_CONF", "/nonexistent/slurm.conf")
+    assert "sinfo" in (slurm_problem() or "")
