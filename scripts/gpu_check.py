@@ -58,7 +58,7 @@ GPU = {
               "--time-budget", "120"],
     "memory": ["--sizes", "llama-70m", "llama-160m", "llama-410m", "llama-1b", "--seq-len", "2048", "--batch", "8",
                "--precision", "bf16"],
-    # configs/sweep/gpu_check.yaml: 2.5e15 and 5e15 FLOPs x 3 sizes of 49M-137M, seq_len 2048
+    # configs/sweep/gpu_check.yaml: 3.5e14 and 7e14 FLOPs x 3 sizes of 49M-114M, seq_len 2048
     "sweep": ["sweep=gpu_check", "hydra/launcher=gpu_pool", "hydra.launcher.runs_per_gpu=3"],
     "env": {},
 }

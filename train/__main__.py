@@ -87,9 +87,9 @@ def main() -> None:
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
         print(__doc__.strip())
         return
-    from train.config import TrainConfig
-    from train.overrides import check_overrides
-    problem = check_overrides(sys.argv[1:], Path(CONFIG_DIR), TrainConfig)
+    from train.overrides import check_command_line, hydra_flags_first
+    sys.argv = [sys.argv[0], *hydra_flags_first(sys.argv[1:])]
+    problem = check_command_line(sys.argv[1:], Path(CONFIG_DIR))
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

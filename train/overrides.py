@@ -1,55 +1,81 @@
-"""Check command-line overrides against the schema before Hydra runs, for one-line errors.
+"""One-line errors for a bad command line, taken from Hydra's own config loader.
 
-Hydra rejects the same mistakes, but with several lines of context; here a typo in a key or a
-group name gives `error: model.foo: unknown config key ...`, and a value of the wrong type
-(`budget.flops=abc`, `seed=1.5`, `sweep.budgets=[abc]`) gives `error: budget.flops: value 'abc'
-... could not be converted to Float`, each with exit code 2. Values are parsed with Hydra's own
-override grammar and checked by assigning them to the structured schema with OmegaConf, the same
-conversion Hydra applies, so this accepts exactly what Hydra accepts.
+Before the run, the command line is composed exactly as Hydra will compose it: Hydra's argument
+parser, its search path (the shipped configs/, `--config-dir`, `hydra.searchpath`, the plugins'
+configs), the structured schema in struct mode, group options from every config source. What
+Hydra rejects in several lines of context comes out as one line with exit code 2:
+
+    error: model.foo: unknown config key; model has aspect_ratio, attention, ...
+    error: budget.flops: value 'abc' of type 'str' could not be converted to Float
+    error: data: unknown data 'mycorpus'; choose one of embedded, parquet, text, ...
+
+So a user's own configs (`--config-dir /my/conf data=mycorpus`, a launcher of their own) are
+accepted exactly when Hydra accepts them. One check is ours alone: interpolations may only call
+registered resolvers, so `${eval:...}` is refused before anything runs.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
-import typing
 from pathlib import Path
 
-GROUPS = ("model", "data", "sweep")
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
-def _schema_fields(cls) -> dict:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and what it was raised from: Hydra re-raises OmegaConf's either `from` it or
+    inside its handler."""
+    chain = [error]
+    while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    return chain
 
 
-def _group_options(config_dir: Path, group: str) -> set[str]:
-    options = {p.stem for p in (config_dir / group).glob("*.yaml")}
-    if group == "model":
-        from train.plan.shapes import CATALOG
-        options |= set(CATALOG) | {"rule"}
-    return options
+def _omegaconf_problem(error, override_key: str | None) -> str:
+    """An OmegaConf error (unknown key, wrong type) as `<key>: <what is wrong>`."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+    key = getattr(error, "full_key", None) or override_key or ""
+    message = _first_line(error)
+    if isinstance(error, (ConfigKeyError, ConfigAttributeError)):
+        schema = getattr(error, "object_type", None)
+        parent, _, name = key.rpartition(".")
+        if isinstance(schema, type) and dataclasses.is_dataclass(schema):
+            fields = ", ".join(sorted(f.name for f in dataclasses.fields(schema)))
+            return f"{key}: unknown config key; {parent or 'the top level'} has {fields}"
+        return f"{parent or key}: key {name!r} is not in struct (add a new key with +{key}=...)"
+    return f"{key}: {message[:1].lower()}{message[1:]}" if key else message
 
 
-def _type_problem(arg: str, key: str, schema) -> str | None:
-    """Whether the override's value fits its field's type, as OmegaConf would convert it."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
+def _missing_config_problem(error) -> str:
+    """A group option that no config source has, with the options that exist."""
+    missing = str(getattr(error, "missing_cfg_file", "") or "")
+    options = sorted(getattr(error, "options", None) or [])
+    if "/" in missing and options:
+        group, name = missing.rsplit("/", 1)
+        what = "launcher" if group == "hydra/launcher" else group
+        return f"{group}: unknown {what} {name!r}; choose one of {', '.join(options)}"
+    return _first_line(error)
+
+
+def describe(error: BaseException) -> str:
+    """Hydra's composition error as one line that starts with the field."""
+    from hydra.errors import MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
-    try:
-        override = OverridesParser.create().parse_overrides([arg])[0]
-    except Exception as error:  # noqa: BLE001 - Hydra's parse errors are several classes
-        return f"{key}: cannot parse the override {arg!r} ({str(error).splitlines()[0]})"
-    if override.is_sweep_override():
-        return None  # a sweep (x=1,2) is for --multirun; each of its values is checked there
-    value = override.value()
-    config = OmegaConf.structured(schema)
-    OmegaConf.set_struct(config, True)  # as Hydra composes it: a new key needs `+key=`
-    try:
-        OmegaConf.update(config, key, value, merge=True)
-    except OmegaConfBaseException as error:
-        message = str(error).splitlines()[0].strip()
-        return f"{key}: {message[:1].lower()}{message[1:]}"
-    return None
+    chain = _chain(error)
+    for candidate in chain:
+        if isinstance(candidate, MissingConfigException):
+            return _missing_config_problem(candidate)
+    omegaconf = [c for c in chain if isinstance(c, OmegaConfBaseException)]
+    if omegaconf:
+        where = re.match(r"In '([^']+)':", str(error))  # the problem is inside a config file
+        override = re.search(r"override '?([^\s=']+)=", str(error))  # "Error merging override key=value"
+        problem = _omegaconf_problem(omegaconf[0], override.group(1) if override else None)
+        return problem + (f" (in the config {where.group(1)})" if where else "")
+    return _first_line(error)
 
 
 _RESOLVER = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*:")
@@ -71,36 +97,58 @@ def _resolver_problem(key: str, value: str) -> str | None:
     return None
 
 
-def check_overrides(args: list[str], config_dir: Path, schema) -> str | None:
-    """The first problem as a one-line message, or None when every override names a real key
-    and holds a value of the right type."""
-    for arg in args:
-        if arg.startswith(("-", "+", "~", "hydra.", "hydra/")) or "=" not in arg:
+VALUE_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp")
+
+
+def hydra_flags_first(args: list[str]) -> list[str]:
+    """Hydra's options (`--config-dir DIR`, ...) before the overrides, wherever the user put them:
+    Hydra's argument parser takes no option after the first override."""
+    flags, rest, i = [], [], 0
+    while i < len(args):
+        if args[i] in VALUE_FLAGS and i + 1 < len(args):
+            flags += args[i:i + 2]
+            i += 2
             continue
-        key, value = arg.split("=", 1)
-        problem = _resolver_problem(key, value)
-        if problem:
-            return problem
-        if key in GROUPS:
-            options = _group_options(config_dir, key)
-            if value not in options:
-                return f"{key}: unknown {key} {value!r}; choose one of {', '.join(sorted(options))}"
-            continue
-        node, path = schema, []
-        for part in key.split("."):
-            path.append(part)
-            if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
-                break  # a dict-typed field (e.g. optim.lr_table) takes any key
-            fields = _schema_fields(node)
-            if part not in fields:
-                return (f"{'.'.join(path)}: unknown config key; "
-                        f"{'.'.join(path[:-1]) or 'the top level'} has {', '.join(sorted(fields))}")
-            node = fields[part]
-            if typing.get_origin(node) is typing.Union:  # Optional[X]
-                node = next(a for a in typing.get_args(node) if a is not type(None))
-        else:  # every part named a schema field: check the value's type
-            if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
-                problem = _type_problem(arg, key, schema)
-                if problem:
-                    return problem
+        (flags if args[i].startswith("-") else rest).append(args[i])
+        i += 1
+    return flags + rest
+
+
+def check_command_line(argv: list[str], config_dir: Path, config_name: str = "train") -> str | None:
+    """The first problem of a `python -m train` command line as a one-line message, or None when
+    Hydra composes its config. Commands that compose nothing (--help, --info, ...) pass."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.types import RunMode
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:  # argparse printed its usage line; let Hydra's own run say it again
+        return None
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return None
+    for override in args.overrides:
+        if "=" in override and not override.startswith(("~", "--")):
+            key, value = override.lstrip("+").split("=", 1)
+            problem = _resolver_problem(key, value)
+            if problem:
+                return problem
+    search_path = create_config_search_path(str(config_dir))
+    if args.config_dir is not None:
+        extra = os.path.abspath(args.config_dir)
+        if not os.path.isdir(extra):
+            return f"--config-dir: no such folder: {extra}"
+        search_path.prepend(provider="command-line", path=f"file://{extra}",
+                            anchor=SearchPathQuery(provider="schema"))
+    GlobalHydra.instance().clear()
+    try:
+        hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)
+        hydra.compose_config(args.config_name or config_name, args.overrides,
+                             run_mode=RunMode.MULTIRUN if args.multirun else RunMode.RUN)
+    except Exception as error:  # noqa: BLE001 - Hydra raises many classes; each becomes one line
+        return describe(error)
+    finally:
+        GlobalHydra.instance().clear()
     return None

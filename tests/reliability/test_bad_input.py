@@ -79,7 +79,7 @@ SWEEPS = [
     ("unknown preset", ["sweep=nosuch"], "error: sweep: unknown sweep 'nosuch'"),
     ("launcher without its plugin", ["sweep=demo", "hydra/launcher=ray"], "error: hydra/launcher: unknown launcher 'ray'"),
     ("unknown sweep key", ["sweep=demo", "sweep.bogus=1"], "error: sweep.bogus: unknown config key"),
-    ("budget list, not numbers", ["sweep=demo", "sweep.budgets=[abc]"], "error: sweep.budgets: value 'abc' of type 'str' could not be converted to Float"),
+    ("budget list, not numbers", ["sweep=demo", "sweep.budgets=[abc]"], "error: sweep.budgets[0]: value 'abc' of type 'str' could not be converted to Float"),
     ("negative budget in the list", ["sweep=demo", "sweep.budgets=[-1e10]"], "error: sweep.budgets: every budget must be a positive finite number"),
     ("too few sizes", ["sweep=demo", "sweep.sizes_per_budget=0"], "error: sweep.sizes_per_budget: need at least 3 sizes"),
     ("span below 1", ["sweep=demo", "sweep.span=0.5"], "error: sweep.span: must be > 1"),
