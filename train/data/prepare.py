@@ -80,6 +80,13 @@ class PreparedData:
         return ValBatches(self.val_path, self.dtype, seq_len, batch_size, max_batches, rank=rank,
                           world_size=world_size, pin_memory=pin_memory)
 
+    def token_bytes(self, size: int | None = None) -> np.ndarray:
+        """UTF-8 bytes per token id (0 for end-of-text), `size` entries (default vocab_size):
+        bits per byte = summed loss in nats / (ln 2 x the evaluated tokens' bytes)."""
+        from .tokenizer import token_byte_lengths
+
+        return token_byte_lengths(self.tokenizer(), size or self.vocab_size)
+
     def tokenizer(self) -> Any:
         from .tokenizer import load_tokenizer
 

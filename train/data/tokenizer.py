@@ -143,3 +143,42 @@ def hf_tokenizer(path: str | Path) -> Any:
     eos = next((c for c in EOS_CANDIDATES if tok.token_to_id(c) is not None), None)
     return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=eos, bos_token=eos,
                                    unk_token=eos)
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character -> byte: byte-level BPE writes every byte as one
+    printable character (Radford et al. 2019; the `tokenizers` ByteLevel pre-tokenizer)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def token_byte_lengths(tok: Any, size: int) -> "Any":
+    """The UTF-8 bytes each token id stands for, as an int64 array of `size` entries: the bits-per-
+    byte denominator. Special tokens (end-of-text) and ids past the tokenizer's vocabulary stand for
+    no text: 0. Byte-level BPE tokens are counted exactly from their alphabet, one byte a character;
+    other tokenizers by decoding each token alone."""
+    import numpy as np
+
+    alphabet = _byte_level_alphabet()
+    special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    lengths = np.zeros(size, dtype=np.int64)
+    for i in range(min(size, tok.get_vocab_size(with_added_tokens=True))):
+        if i in special:
+            continue
+        piece = tok.id_to_token(i)
+        if piece is None:
+            continue
+        if all(c in alphabet for c in piece):
+            lengths[i] = len(piece)
+        else:
+            lengths[i] = len(tok.decode([i], skip_special_tokens=True).encode("utf-8"))
+    return lengths
+

@@ -394,11 +394,12 @@ def write_result(run_dir: Path, plan: RunPlan, outcome: dict) -> dict:
         "flops": {name: per_token * tokens for name, per_token in plan.flops_per_token.items()},
         "lr": plan.lr,
         "final_val_loss": outcome["val_loss"],
+        "final_val_bpb": outcome.get("val_bpb"),  # bits per UTF-8 byte of the same evaluation
         "final_train_loss": outcome["train_loss"],
         "wall_s": outcome["wall_s"],
         "train_wall_s": outcome["train_wall_s"],
     }
-    for key in ("final_val_loss", "final_train_loss"):
+    for key in ("final_val_loss", "final_val_bpb", "final_train_loss"):
         # A run that did not complete has no final loss: its last numbers are no result.
         if result[key] is not None and (not math.isfinite(result[key]) or result["status"] != "completed"):
             result[key] = None

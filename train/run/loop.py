@@ -96,6 +96,8 @@ class Trainer:
         local_seqs = budget.batch_seqs // world.size
         micro = largest_divisor_at_most(local_seqs, plan.micro_batch_seqs)  # sized to the device (train/plan/memory.py)
         self.prepared = prepared
+        # UTF-8 bytes per token id (0 for end-of-text): the bits-per-byte denominator
+        self.token_bytes = torch.from_numpy(prepared.token_bytes(plan.shape.vocab_size))
         self.batches = prepared.train_batches(plan.shape.seq_len, budget.batch_seqs, micro,
                                               rank=world.rank, world_size=world.size, seed=cfg.seed,
                                               pin_memory=device.type == "cuda")
@@ -121,6 +123,7 @@ class Trainer:
         self.step = 0            # optimizer steps completed
         self.wall_before = 0.0   # wall seconds spent before a resume
         self.last_val_loss = None
+        self.last_val_bpb = None
         self.last_train_loss = None
         # the loss-spike check (_divergence): the last divergence_window train losses, the lowest
         # moving median so far, and how many consecutive steps the median has been far above it
@@ -148,7 +151,7 @@ class Trainer:
         return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "data": self.batches.state_dict(), "rng_cpu": torch.get_rng_state(),
                 "wall_s": self.wall_before + (time.time() - self.started), "shape": self.plan.shape.to_dict(),
-                "run_id": self.plan.run_id, "last_val_loss": self.last_val_loss,
+                "run_id": self.plan.run_id, "last_val_loss": self.last_val_loss, "last_val_bpb": self.last_val_bpb,
                 "last_train_loss": self.last_train_loss, "recent_losses": list(self.recent_losses),
                 "lowest_median": self.lowest_median, "spike_steps": self.spike_steps}
 
@@ -165,6 +168,7 @@ class Trainer:
             raise ValueError(f"checkpoint: data position {self.batches.position} does not match step {self.step}")
         self.wall_before = float(state["wall_s"])
         self.last_val_loss, self.last_train_loss = state.get("last_val_loss"), state.get("last_train_loss")
+        self.last_val_bpb = state.get("last_val_bpb")
         self.recent_losses = [float(x) for x in state.get("recent_losses", [])]
         self.lowest_median, self.spike_steps = state.get("lowest_median"), int(state.get("spike_steps", 0))
         if self.world.is_main:
@@ -260,10 +264,12 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, final: bool = True) -> float:
         """Mean validation loss per token over all eval_tokens (the same sequences every time;
-        `final` is kept for callers)."""
+        `final` is kept for callers). Sets last_val_bpb: the same summed loss in bits over the
+        UTF-8 bytes of the evaluated text, comparable across tokenizers."""
         self.raw_model.eval()
-        total, count = 0.0, 0
+        total, count, n_bytes = 0.0, 0, 0
         for x, y in self.val:
+            n_bytes += int(self.token_bytes[y].sum())
             x, y = x.to(self.device), y.to(self.device)
             with self._autocast():
                 total += float(self.raw_model(x, y)) * x.numel()
@@ -271,7 +277,8 @@ class Trainer:
             if count == x.numel():
                 faults.hit("eval", step=self.step)
         self.raw_model.train()
-        total, count = distributed.all_sum([total, count], self.world, self.device)
+        total, count, n_bytes = distributed.all_sum([total, count, n_bytes], self.world, self.device)
+        self.last_val_bpb = total / (math.log(2) * n_bytes) if n_bytes else None
         return total / count
 
     # --- the loop --------------------------------------------------------------------------
@@ -322,6 +329,7 @@ class Trainer:
             if status == "completed" and (self.step % self.eval_every == 0 or self.step == self.total_steps):
                 self.last_val_loss = self.evaluate(final=self.step == self.total_steps)
                 row["val_loss"] = self.last_val_loss
+                row["val_bpb"] = self.last_val_bpb
 
             # log
             if self.world.is_main:
@@ -330,7 +338,7 @@ class Trainer:
                     self.logger.log({"tokens": tokens, "flops": row["flops"], "step": self.step,
                                      "train/loss": train_loss, "train/lr": lr,
                                      "train/tokens_per_s": row["tokens_per_s"]}
-                                    | ({"val/loss": row["val_loss"]} if "val_loss" in row else {})
+                                    | ({"val/loss": row["val_loss"], "val/bpb": row["val_bpb"]} if "val_loss" in row else {})
                                     | ({"train/mfu": row["mfu"]} if "mfu" in row else {}))
                 if self.step % self.log_every == 0 or self.step == self.total_steps or "val_loss" in row:
                     self._progress(row, train_wall / (self.step - first_step))
@@ -351,9 +359,14 @@ class Trainer:
 
         wall = self.wall_before + time.time() - self.started
         if self.logger is not None:
+            # the runs table's columns: the run's final numbers
+            self.logger.summary({"status": status, "final_val_loss": self.last_val_loss,
+                                 "final_val_bpb": self.last_val_bpb, "final_train_loss": self.last_train_loss,
+                                 "tokens": self.step * batch_tokens, "flops": self.step * batch_tokens * flops_per_token})
             self.logger.finish(exit_code=0 if status == "completed" else 1)
         return {"status": status, "reason": reason, "step": self.step, "tokens": self.step * batch_tokens,
-                "val_loss": self.last_val_loss, "train_loss": self.last_train_loss, "wall_s": wall,
+                "val_loss": self.last_val_loss, "val_bpb": self.last_val_bpb, "train_loss": self.last_train_loss,
+                "wall_s": wall,
                 "train_wall_s": train_wall}
 
     def _divergence(self, train_loss: float) -> str | None:

@@ -18,7 +18,7 @@ from train.run.checkpoint import list_checkpoints
 from train.run.rundir import atomic_write_bytes, read_result, run_is_locked
 
 RESULT_COLUMNS = ["flops", "params", "tokens", "loss", "budget", "run_id", "status", "convention",
-                  "non_embedding_params", "train_loss", "wall_s", "run_dir", "epochs"]
+                  "non_embedding_params", "train_loss", "wall_s", "run_dir", "epochs", "bpb"]
 
 
 def run_state(run_dir: Path) -> str:
@@ -67,6 +67,7 @@ def result_row(run_dir: Path, result: dict, sweep_dir: Path) -> dict:
         "train_loss": result.get("final_train_loss"), "wall_s": result.get("wall_s"),
         "run_dir": str(run_dir.relative_to(sweep_dir)),
         "epochs": result.get("epochs"),
+        "bpb": result.get("final_val_bpb"),
     }
 
 
@@ -84,7 +85,7 @@ def read_results_csv(path: Path) -> list[dict]:
     """The rows of a results table, numbers as floats (None where empty)."""
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    numeric = ("flops", "params", "tokens", "loss", "budget", "non_embedding_params", "train_loss", "wall_s", "epochs")
+    numeric = ("flops", "params", "tokens", "loss", "budget", "non_embedding_params", "train_loss", "wall_s", "epochs", "bpb")
     for row in rows:
         for key in numeric:
             if key in row:
