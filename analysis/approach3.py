@@ -50,6 +50,7 @@ class Approach3Fit:
     huber_loss: float
     boot: np.ndarray = field(default_factory=lambda: np.empty((0, 5)))  # rows of (E, A, B, α, β)
     n_requested: int = 0  # resamples asked for
+    residual_rms_log: float = float("nan")  # scatter of log L about the law (dof-corrected): one run's noise
 
     @property
     def a(self) -> float:
@@ -205,6 +206,9 @@ def _fit_approach3(N, D, L, n_boot, rng) -> Approach3Fit:
             best_theta, best_f = theta, f
     e, a, b, al, be = uncentre(best_theta)
     fit = Approach3Fit(float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), float(al), float(be), len(L), float(best_f))
+    resid = logL - np.log(predict_loss([fit.E, fit.A, fit.B, fit.alpha, fit.beta], np.exp(logN), np.exp(logD)))
+    if len(L) > 5:
+        fit.residual_rms_log = float(np.sqrt((resid**2).sum() / (len(L) - 5)))
 
     if n_boot > 0:
         rng = rng or np.random.default_rng(0)

@@ -92,6 +92,9 @@ def validate_fit(fit, path: str = "fit.json") -> dict:
         boot = a3.get("bootstrap", [])
         if not (isinstance(boot, list) and all(isinstance(r, list) and len(r) == 5 and all(_is_num(x) for x in r) for r in boot)):
             bad("approach3.bootstrap", "must be a list of [E, A, B, alpha, beta] rows of finite numbers", boot)
+        rms = a3.get("residual_rms_log")
+        if rms is not None and not (_is_num(rms) and rms >= 0):
+            bad("approach3.residual_rms_log", "must be null or a non-negative number", rms)
         n3 = a3.get("n_bootstrap", 0)
         if not (isinstance(n3, int) and not isinstance(n3, bool) and n3 >= 0):
             bad("approach3.n_bootstrap", "must be a non-negative integer", n3)

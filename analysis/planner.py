@@ -169,6 +169,15 @@ def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int =
                               int(a3.get("n_bootstrap") or len(boot)), why3, log=False)
         if r:
             unavailable["loss_ci"] = r
+        rms = a3.get("residual_rms_log")
+        if loss_ci is not None and isinstance(rms, (int, float)) and np.isfinite(rms) and rms > 0 and loss > 0:
+            # a prediction interval for one run: the law's own uncertainty (bootstrap) and the
+            # scatter of the sweep's runs about it (run-to-run noise, misfit), in quadrature, in log
+            lo_h, hi_h = np.log(loss / loss_ci[0]), np.log(loss_ci[1] / loss)
+            noise = 1.96 * rms
+            loss_ci = [float(loss * np.exp(-np.hypot(lo_h, noise))), float(loss * np.exp(np.hypot(hi_h, noise)))]
+            notes.append(f"loss interval: Approach 3's bootstrap interval and the runs' scatter about the law "
+                         f"(RMS {rms:.3g} in log loss), a prediction interval for one run")
         N3, D3 = (float(v) for v in optimal_allocation(p, C))
     Cs = [m["C"] for m in fit.get("budgets", []) if m.get("used")]
     extra = 0.0

@@ -128,6 +128,7 @@ def fit_dict(res, figures: list[str]) -> dict:
         for key, col, est in (("alpha_ci", 3, a3.alpha), ("beta_ci", 4, a3.beta), ("E_ci", 0, a3.E)):
             _put_ci(r3, key, centred_ci(est, b[:, col] if len(b) else [], n3))
         r3.update({
+            "residual_rms_log": _f(a3.residual_rms_log),
             "n_points": a3.n_points,
             "n_bootstrap": len(b),
             "flops_per_token": "6N (C = 6ND maps compute to N and D)",

@@ -297,3 +297,21 @@ def test_grid_table_gets_approach3_alone_and_recovers_the_truth(tmp_path):
     assert abs(fit["a"] - a_true) < 0.02 and fit["a_ci"][0] <= fit["a"] <= fit["a_ci"][1]
     plan = run_cli("plan", "--fit", out, "--flops", "1e22")
     assert plan.returncode == 0 and "predicted loss" in plan.stdout, plan.stderr
+
+
+def test_predicted_loss_interval_includes_the_runs_scatter():
+    # the demo sweep's Approach 3 (15 runs): its bootstrap interval alone, [2.460, 2.872], missed
+    # the planned run's 2.452 at 8e11; with the runs' scatter about the law (RMS 0.063 in log
+    # loss) it is a prediction interval for one run
+    fit = _good_fit()
+    rng = np.random.default_rng(0)
+    law = [2.0, 400.0, 400.0, 0.34, 0.28]
+    boot = [[v * (1 + 0.01 * rng.standard_normal()) for v in law] for _ in range(100)]
+    fit["approach3"] = {"E": 2.0, "A": 400.0, "B": 400.0, "alpha": 0.34, "beta": 0.28, "a_ci": [0.4, 0.5],
+                        "bootstrap": boot, "n_bootstrap": 100}
+    narrow = make_plan(validate_fit(json.loads(json.dumps(fit))), flops=1e20)
+    fit["approach3"]["residual_rms_log"] = 0.05
+    wide = make_plan(validate_fit(fit), flops=1e20)
+    assert wide.loss == narrow.loss
+    assert wide.loss_ci[0] < narrow.loss_ci[0] <= narrow.loss <= narrow.loss_ci[1] < wide.loss_ci[1]
+    assert wide.loss_ci[1] / wide.loss > np.exp(1.96 * 0.05) - 1e-9 and any("prediction interval" in n for n in wide.notes)

@@ -28,7 +28,7 @@ import pytest
 from tests.conftest import run_cli
 
 TINY = ["model.params=1e6", "budget.flops=1.5e11", "model.seq_len=128", "wandb.mode=disabled",
-        "optim.batch_tokens=768", "eval_tokens=8192", "eval_every=5"]
+        "optim.batch_tokens=768", "eval_tokens=8192", "eval_every=5", "eval_fraction=1"]
 # One thread per process: the two runs do comparable work and two ranks do not oversubscribe
 # a 2-core machine.
 ENV = {"OMP_NUM_THREADS": "1"}

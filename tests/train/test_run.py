@@ -22,7 +22,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
-    proc = run_cli("-m", "train", *TINY, f"out_dir={run_dir}", "eval_every=10")
+    proc = run_cli("-m", "train", *TINY, f"out_dir={run_dir}", "eval_every=10", "eval_fraction=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir, proc
 
@@ -66,7 +66,7 @@ def test_metrics_have_losses_against_tokens_and_flops(tiny_run):
 def test_rerunning_a_finished_run_trains_nothing(tiny_run):
     run_dir, _ = tiny_run
     before = (run_dir / "metrics.jsonl").read_text()
-    proc = run_cli("-m", "train", *TINY, f"out_dir={run_dir}", "eval_every=10")
+    proc = run_cli("-m", "train", *TINY, f"out_dir={run_dir}", "eval_every=10", "eval_fraction=1")
     assert proc.returncode == 0 and "nothing to do" in proc.stdout
     assert (run_dir / "metrics.jsonl").read_text() == before
 
@@ -74,7 +74,7 @@ def test_rerunning_a_finished_run_trains_nothing(tiny_run):
 def test_sigkill_then_resume_is_bit_exact(tmp_path, tiny_run):
     reference = json.loads((tiny_run[0] / "result.json").read_text())
     run_dir = tmp_path / "killed"
-    args = [sys.executable, "-m", "train", *TINY, f"out_dir={run_dir}", "eval_every=10", "checkpoint_every=7"]
+    args = [sys.executable, "-m", "train", *TINY, f"out_dir={run_dir}", "eval_every=10", "eval_fraction=1", "checkpoint_every=7"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list((run_dir / "checkpoints").glob("step-*.pt")):
@@ -83,7 +83,7 @@ def test_sigkill_then_resume_is_bit_exact(tmp_path, tiny_run):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run_dir / "result.json").exists(), "killed too late: the run had already finished"
-    resumed = run_cli("-m", "train", *TINY, f"out_dir={run_dir}", "eval_every=10", "checkpoint_every=7")
+    resumed = run_cli("-m", "train", *TINY, f"out_dir={run_dir}", "eval_every=10", "eval_fraction=1", "checkpoint_every=7")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from step" in resumed.stdout
     result = json.loads((run_dir / "result.json").read_text())

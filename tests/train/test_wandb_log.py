@@ -238,7 +238,7 @@ def test_a_real_training_run_logs_its_loss_history_offline(clean_env, tmp_path):
     run_dir = tmp_path / "run"  # clean_env has removed WANDB_MODE from the environment run_cli passes on
     proc = run_cli("-m", "train", "model.params=2e4", "budget.flops=5e9", "model.seq_len=64",
                    "model.tie_embeddings=true", "data.vocab_size=512", "optim.batch_tokens=1024", "eval_tokens=2048",
-                   "eval_every=10", "wandb.mode=offline", f"out_dir={run_dir}", env={"OMP_NUM_THREADS": "1"},
+                   "eval_every=10", "eval_fraction=1", "wandb.mode=offline", f"out_dir={run_dir}", env={"OMP_NUM_THREADS": "1"},
                    timeout=110)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
