@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--drop-invalid", action="store_true", help="drop invalid rows and too-small budgets with a warning instead of failing")
     f.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for the intervals (default 1000; 0 = none)")
     f.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    f.add_argument("--loss", choices=("val", "train"), default="val", help="which final loss of run directories to fit (default val)")
+    f.add_argument("--loss", choices=("val", "train", "bpb"), default="val",
+                   help="what to fit: the final validation loss (default), the final train loss, or bpb, the validation "
+                        "loss in bits per UTF-8 byte, comparable across tokenizers")
     f.add_argument("--no-approach1", action="store_true", help="skip Approach 1 (training-curve envelope)")
     f.add_argument("--no-approach3", action="store_true", help="skip Approach 3 (parametric fit)")
 

@@ -32,7 +32,7 @@ def load(paths, convention: str, loss: str = "val", curves: bool = True) -> tupl
             p = _load_dir(path, convention, loss, curves, notes)
         elif os.path.isfile(path):
             _csv_loss(path, loss)
-            p = load_csv(path, convention, notes)
+            p = load_csv(path, convention, notes, loss_column="bpb" if loss == "bpb" else "loss")
         else:
             raise AnalysisError(f"{path}: no such file or directory")
         parts.append(p)
@@ -44,6 +44,12 @@ def load(paths, convention: str, loss: str = "val", curves: bool = True) -> tupl
 
 
 def _csv_loss(path: str, loss: str) -> None:
+    if loss == "bpb":
+        with open(path, newline="") as f:
+            header = [h.strip() for h in (next(csv.reader(f), None) or [])]
+        if "bpb" not in header:
+            raise AnalysisError(f"{path}: --loss bpb needs a `bpb` column (results tables of sweeps have one); "
+                                "this table has none, so fit its `loss` (drop --loss bpb)")
     if loss == "train":
         raise AnalysisError(
             f"{path}: --loss train applies to run directories (result.json holds both losses); a CSV has one "
@@ -70,7 +76,8 @@ def _number(s) -> float:
         return math.nan
 
 
-def load_csv(path: str, convention: str, notes: list[str]) -> Points:
+def load_csv(path: str, convention: str, notes: list[str], loss_column: str = "loss") -> Points:
+    """A results table; `loss_column` is what is fitted as the loss (`bpb`: bits per byte)."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
@@ -94,6 +101,7 @@ def load_csv(path: str, convention: str, notes: list[str]) -> Points:
             notes.append(f"{path}: kept the {len(kept)} rows under {convention} of {len(rows)} ({', '.join(declared)})")
         rows = kept
     cols = {c: [_number(r.get(c)) for r, _ in rows] for c in (*REQUIRED, "budget")}
+    cols["loss"] = [_number(r.get(loss_column)) for r, _ in rows]
     cols["status"] = [(r.get("status") or "").strip() for r, _ in rows]
     cols["run_id"] = [(r.get("run_id") or "").strip() for r, _ in rows]
     return Points.from_columns(cols, [f"{path}:{ln}" for _, ln in rows])
@@ -113,7 +121,7 @@ def _load_dir(path: str, convention: str, loss: str, curves: bool, notes: list[s
         csv_path = os.path.join(path, "results.csv")
         if os.path.isfile(csv_path):
             _csv_loss(csv_path, loss)
-            return load_csv(csv_path, convention, notes)
+            return load_csv(csv_path, convention, notes, loss_column="bpb" if loss == "bpb" else "loss")
         raise AnalysisError(f"{path}: no result.json under it and no results.csv in it")
     recs = [_read_result(d, convention, loss) for d in run_dirs]
     cols = {k: [r[k] for r in recs] for k in recs[0] if k != "alt"}
@@ -123,7 +131,7 @@ def _load_dir(path: str, convention: str, loss: str, curves: bool, notes: list[s
     pts.setups = {d: read_setup(d) for d in run_dirs}
     if curves:
         for d, r in zip(run_dirs, recs):
-            c = read_curve(d) if r["status"] == "completed" else None
+            c = read_curve(d, "val_bpb" if loss == "bpb" else "val_loss") if r["status"] == "completed" else None
             if c is not None:
                 pts.curves[r["run_id"] or d] = c
     return pts
@@ -144,6 +152,10 @@ def _read_result(run_dir: str, convention: str, loss: str) -> dict:
     budget_ref = _number(flops.get(r.get("convention"))) if isinstance(r.get("convention"), str) else math.nan
     val, train = _number(r.get("final_val_loss")), _number(r.get("final_train_loss"))
     value = val if (loss == "val" and math.isfinite(val)) else train
+    if loss == "bpb":
+        value = _number(r.get("final_val_bpb"))
+        if not math.isfinite(value) and r.get("status") == "completed":
+            raise AnalysisError(f"{fn}: no final_val_bpb (the run predates bits per byte); fit it with --loss val")
     alt = {(c, pk): (_number(flops.get(c)), _number(params.get(pk))) for c in CONVENTIONS for pk in ("total", "non_embedding")}
     return {
         "alt": alt,
@@ -158,8 +170,9 @@ def _read_result(run_dir: str, convention: str, loss: str) -> dict:
     }
 
 
-def read_curve(run_dir: str) -> Curve | None:
-    """Loss against tokens from metrics.jsonl: val_loss where logged at ≥3 steps, else train_loss."""
+def read_curve(run_dir: str, key: str = "val_loss") -> Curve | None:
+    """Loss against tokens from metrics.jsonl: `key` (val_loss, or val_bpb) where logged at ≥3 steps,
+    else, for val_loss, train_loss (in nats: no fallback for bits per byte)."""
     fn = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(fn):
         return None
@@ -173,13 +186,13 @@ def read_curve(run_dir: str) -> Curve | None:
             t = _number(row.get("tokens"))
             if not t > 0:
                 continue
-            v, tr = _number(row.get("val_loss")), _number(row.get("train_loss"))
+            v, tr = _number(row.get(key)), _number(row.get("train_loss"))
             if math.isfinite(v):
                 tv.append(t), lv.append(v)
             if math.isfinite(tr):
                 tt.append(t), lt.append(tr)
     if len(tv) >= 3:
-        return Curve(np.array(tv), np.array(lv), "val_loss")
-    if len(tt) >= 3:
+        return Curve(np.array(tv), np.array(lv), key)
+    if len(tt) >= 3 and key == "val_loss":
         return Curve(np.array(tt), np.array(lt), "train_loss")
     return None

@@ -73,6 +73,7 @@ class Plan:
     command: str
     notes: list
     trains: dict | None = None  # what the command trains (shape rule's N, tokens, steps), when train/ is here
+    loss_unit: str = "nats per token"  # what the fit's loss is: nats per token, or bits per byte (--loss bpb)
 
 
 def setup_command(setup: dict, N: float, C: float, convention: str) -> tuple[str, dict | None, list]:
@@ -210,6 +211,7 @@ def make_plan(fit: dict, flops=None, params=None, tokens=None, vocab_size: int =
         loss=loss, loss_ci=loss_ci, ci_unavailable=unavailable, approach3_N_opt=N3, approach3_D_opt=D3,
         extrapolation_dex=float(extra),
         command=command, notes=notes, trains=trains,
+        loss_unit="bits per byte" if fit.get("loss") == "bpb" else "nats per token",
     )
 
 
@@ -227,7 +229,7 @@ def plan_text(p: Plan, fit_path: str) -> str:
     L.append(f"  data D_opt         = {p.D_opt:.4g} tokens{_ci(p.D_opt_ci, reason=u.get('D_opt_ci'))}")
     L.append(f"  tokens per param   = {p.tokens_per_param:.3g}{_ci(p.tokens_per_param_ci, reason=u.get('tokens_per_param_ci'))}")
     if p.loss is not None:
-        L.append(f"  predicted loss     = {p.loss:.4f} (Approach 3 at N_opt, D_opt){_ci(p.loss_ci, '{:.4f}', u.get('loss_ci'))}")
+        L.append(f"  predicted loss     = {p.loss:.4f} (Approach 3 at N_opt, D_opt; {p.loss_unit}){_ci(p.loss_ci, '{:.4f}', u.get('loss_ci'))}")
         L.append(f"  Approach 3 instead: N = {p.approach3_N_opt:.4g}, D = {p.approach3_D_opt:.4g} at this C")
     L += [f"  note: {n}" for n in p.notes]
     if p.trains:

@@ -217,3 +217,32 @@ def test_real_sweeper_output_all_edge_then_include_edge(tmp_path):
     assert (tmp_path / "f" / "isoflop.png").stat().st_size > 0
     plan = run_cli("plan", "--fit", tmp_path / "f", "--flops", "1e13")
     assert plan.returncode == 0 and "warning(s)" in plan.stdout
+
+
+def test_fit_on_bits_per_byte(tmp_path):
+    # one tokenizer: bpb is the loss over a constant (ln 2 x bytes per token), so the minima and the
+    # exponents are the loss's; the unit reaches fit.json and the plan
+    cols = _grid()
+    rows = [dict(zip(COLS, map(float, r))) | {"bpb": float(r[3]) / (np.log(2) * 3.6)} for r in zip(*(cols[c] for c in COLS))]
+    path = tmp_path / "r.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLS + ["bpb"])
+        writer.writeheader()
+        writer.writerows(rows)
+    by_loss = run_cli("fit", str(path), "--out", str(tmp_path / "loss"), "--no-approach3", "--bootstrap", "50")
+    by_bpb = run_cli("fit", str(path), "--out", str(tmp_path / "bpb"), "--loss", "bpb", "--bootstrap", "50")
+    assert by_loss.returncode == 0 and by_bpb.returncode == 0, by_bpb.stderr[-2000:]
+    fit_loss = json.loads((tmp_path / "loss" / "fit.json").read_text())
+    fit_bpb = json.loads((tmp_path / "bpb" / "fit.json").read_text())
+    assert fit_bpb["loss"] == "bpb" and fit_bpb["a"] == pytest.approx(fit_loss["a"], abs=1e-9)
+    assert [b["loss_opt"] * np.log(2) * 3.6 for b in fit_bpb["budgets"]] == pytest.approx(
+        [b["loss_opt"] for b in fit_loss["budgets"]], rel=1e-9)
+    plan = run_cli("plan", "--fit", str(tmp_path / "bpb" / "fit.json"), "--flops", "1e21")
+    assert plan.returncode == 0 and "bits per byte" in plan.stdout, plan.stdout + plan.stderr
+
+
+def test_fit_on_bits_per_byte_needs_the_column(tmp_path):
+    cols = _grid()
+    path = write_csv(cols, str(tmp_path / "r.csv"), COLS)
+    res = run_cli("fit", path, "--out", str(tmp_path / "fit"), "--loss", "bpb")
+    _fails(res, str(tmp_path / "fit"), "--loss bpb needs a `bpb` column")

@@ -28,6 +28,7 @@ from train.tracking.wandb_offline import (
     read_offline_config,
     read_offline_history,
     read_offline_metric_definitions,
+    read_offline_summary,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -248,6 +249,11 @@ def test_a_real_training_run_logs_its_loss_history_offline(clean_env, tmp_path):
         assert (logged["step"], logged["tokens"], logged["flops"]) == (row["step"], row["tokens"], row["flops"])
         assert logged["train/loss"] == row["train_loss"]  # exact: JSON keeps every bit of a float64
         assert logged.get("val/loss") == row.get("val_loss")
+        assert logged.get("val/bpb") == row.get("val_bpb")
     assert sum("val/loss" in r for r in history) >= 3
+    result = json.loads((run_dir / "result.json").read_text())
+    summary = read_offline_summary(run_dir)
+    assert summary["final_val_loss"] == result["final_val_loss"] and summary["final_val_bpb"] == result["final_val_bpb"]
+    assert summary["status"] == "completed" and summary["tokens"] == result["tokens"]
     defs = read_offline_metric_definitions(run_dir)
     assert defs["train/*"]["step_metric"] == "tokens"

@@ -201,3 +201,12 @@ def read_offline_config(run_dir_or_wandb_file: str | Path) -> dict[str, Any]:
             cfg[key] = json.loads(it.value_json) if it.value_json else None
     cfg.pop("_wandb", None)
     return {k: (v["value"] if isinstance(v, dict) and set(v) == {"value"} else v) for k, v in cfg.items()}
+
+
+def read_offline_summary(run_dir_or_wandb_file: str | Path) -> dict[str, Any]:
+    """The run summary (the runs table's columns): the last value set for each key."""
+    out: dict[str, Any] = {}
+    for rec in iter_records(run_dir_or_wandb_file):
+        if rec.WhichOneof("record_type") == "summary":
+            out.update(_items(rec.summary.update))
+    return out
