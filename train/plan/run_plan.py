@@ -14,6 +14,7 @@ from train.plan.errors import ConfigError
 from train.plan.flops import check_convention, flops_per_token
 from train.plan.hparams import peak_lr, target_batch_tokens, warmup_steps
 from train.plan.params import ParamCount, count_params
+from train.plan.schedule import SchedulePlan, plan_fixed_batch, plan_schedule
 from train.plan.shapes import (ModelShape, ShapeError, catalog_shape, head_dim_for, pad_vocab,
                           shape_from_params, swiglu_hidden)
 
@@ -31,9 +32,15 @@ class RunPlan:
     warmup_steps: int
     seed: int
     run_id: str
+    schedule: SchedulePlan = SchedulePlan()
+
+    @property
+    def end_step(self) -> int:
+        """Where training stops: the last step, or for a WSD trunk its last branch step."""
+        return self.schedule.branch_steps[-1] if self.schedule.is_trunk else self.budget.steps
 
     def to_dict(self) -> dict:
-        return {
+        return self.schedule.to_dict() | {
             "run_id": self.run_id,
             "shape": self.shape.to_dict(),
             "params": self.params.to_dict(),
@@ -99,19 +106,26 @@ def make_plan(cfg) -> RunPlan:
     per_token = flops_per_token(shape)
     budget_flops = float(cfg.budget.flops)
     opt = cfg.optim
-    batch_target = target_batch_tokens(opt.batch_rule, budget_flops, opt.batch_tokens)
-    budget = plan_budget(budget_flops, per_token[convention], convention, shape.seq_len, batch_target,
-                         min_steps=cfg.budget.min_steps, tolerance=cfg.budget.tolerance,
-                         batch_multiple=opt.batch_multiple)
+    wsd = cfg.get("wsd") or {}
+    if wsd.get("batch_seqs") is not None:  # a WSD sweep's size: one batch for the trunk and all its branches
+        budget = plan_fixed_batch(budget_flops, per_token[convention], convention, shape.seq_len, wsd.batch_seqs,
+                                  min_steps=cfg.budget.min_steps, tolerance=cfg.budget.tolerance,
+                                  batch_multiple=opt.batch_multiple)
+    else:
+        batch_target = target_batch_tokens(opt.batch_rule, budget_flops, opt.batch_tokens)
+        budget = plan_budget(budget_flops, per_token[convention], convention, shape.seq_len, batch_target,
+                             min_steps=cfg.budget.min_steps, tolerance=cfg.budget.tolerance,
+                             batch_multiple=opt.batch_multiple)
     lr = peak_lr(opt.lr_rule, budget_flops, params.total, opt.lr_constant, dict(opt.lr_table or {}), opt.lr)
-    warmup = warmup_steps(budget.steps, opt.warmup_fraction, opt.warmup_max_steps)
+    warmup = wsd.get("warmup_steps") or warmup_steps(budget.steps, opt.warmup_fraction, opt.warmup_max_steps)
+    schedule = plan_schedule(cfg, budget.steps, warmup)
     identity = {
         "shape": shape.to_dict(), "budget": budget.to_dict(), "lr": lr, "warmup": warmup, "seed": cfg.seed, "eval_tokens": cfg.eval_tokens,
         "optim": {k: opt[k] for k in ("beta1", "beta2", "eps", "weight_decay", "grad_clip", "final_lr_fraction")},
         "data": {k: v for k, v in _as_dict(cfg.data).items() if k not in ("cache_dir", "num_proc")},
-    }
+    } | schedule.identity()
     return RunPlan(shape=shape, params=params, flops_per_token=per_token, budget=budget, lr=lr,
-                   warmup_steps=warmup, seed=cfg.seed, run_id=run_id_for(identity))
+                   warmup_steps=warmup, seed=cfg.seed, run_id=run_id_for(identity), schedule=schedule)
 
 
 def _as_dict(node) -> dict:
