@@ -44,6 +44,7 @@ class IsoflopSweeper(Sweeper):
         self.config: DictConfig | None = None
         self.launcher = None
         self.failed_jobs = 0  # jobs that the launcher reports as failed (raised, or exited non-zero)
+        self.waiting = 0      # WSD branches not started: no trunk checkpoint at their branch step
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -142,9 +143,12 @@ class IsoflopSweeper(Sweeper):
         # training job that exits cleanly leaves a result; a stand-in command may not, and the
         # summary then counts its point as failed without failing the sweep.)
         recorded = sum(run_state(sweep_dir / "runs" / p.label) == "failed" for p in points)
-        if self.failed_jobs or recorded or getattr(self, "waiting", 0):
-            print(f"error: sweep: {max(self.failed_jobs, recorded, getattr(self, 'waiting', 0))} runs failed (their run directories say why); "
-                  "run the same command again to retry them", file=sys.stderr)
+        waiting = self.waiting
+        if self.failed_jobs or recorded or waiting:
+            failed = max(self.failed_jobs, recorded)
+            problems = ([f"{failed} runs failed (their run directories say why)"] if failed else []) + (
+                [f"{waiting} branches not started (their trunk failed or is still training)"] if waiting else [])
+            print(f"error: sweep: {', '.join(problems)}; run the same command again to retry them", file=sys.stderr)
             sys.exit(3)
         return [json.dumps(summary)]
 
