@@ -173,3 +173,20 @@ def test_gpu_pool_runs_the_trunks_first_and_no_branch_without_its_checkpoint(tmp
     assert all(any(a.startswith("wsd.branch_steps=[") for a in e["args"]) for e in entries)
     assert proc.stdout.count("has no checkpoint at its branch step yet; not started") == 4, proc.stdout[-3000:]
     assert proc.returncode == 3 and "4 branches not started" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_the_analysis_reads_branches_and_skips_trunks(tmp_path):
+    """`python -m analysis fit <sweep dir>` walks every result.json under it: a trunk (role: trunk)
+    is no (C, N) point and must not join the fit."""
+    from analysis.load import load
+
+    def run(folder, loss, role=None, tokens=1e6):
+        folder.mkdir(parents=True)
+        result = {"status": "completed", "run_id": folder.name, "budget_flops": 6e10, "convention": "6N",
+                  "params": {"total": 1e4, "non_embedding": 5e3}, "tokens": tokens,
+                  "flops": {"6N": 6e4 * tokens}, "final_val_loss": loss, "final_train_loss": loss}
+        (folder / "result.json").write_text(json.dumps(result | ({"role": role} if role else {})))
+    run(tmp_path / "runs" / "branch", 3.0, role="branch")
+    run(tmp_path / "trunks" / "trunk", 3.5, role="trunk", tokens=0.8e6)
+    points, notes = load([str(tmp_path)], "6N", curves=False)
+    assert list(points.loss) == [3.0] and notes == []
