@@ -112,7 +112,8 @@ def _load_dir(path: str, convention: str, loss: str, curves: bool, notes: list[s
     for root, dirs, files in os.walk(path):
         dirs.sort()
         if "result.json" in files:
-            run_dirs.append(root)
+            if not _is_wsd_trunk(root):  # a WSD sweep's trunk (sweeps/wsd.py) is no (C, N) point; its branches are
+                run_dirs.append(root)
         elif "metrics.jsonl" in files:
             unfinished.append(root)
     if unfinished:
@@ -135,6 +136,14 @@ def _load_dir(path: str, convention: str, loss: str, curves: bool, notes: list[s
             if c is not None:
                 pts.curves[r["run_id"] or d] = c
     return pts
+
+
+def _is_wsd_trunk(run_dir: str) -> bool:
+    try:
+        with open(os.path.join(run_dir, "result.json")) as f:
+            return json.load(f).get("role") == "trunk"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _read_result(run_dir: str, convention: str, loss: str) -> dict:

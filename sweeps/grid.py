@@ -25,6 +25,7 @@ class GridPoint:
     target_params: float
     plan: RunPlan
     refine: bool = False  # added by refinement beyond an edge minimum, not part of the grid
+    extra: tuple[str, ...] = ()  # more overrides (a WSD sweep's schedule settings); {sweep_dir} is filled in
 
     @property
     def label(self) -> str:
@@ -33,7 +34,8 @@ class GridPoint:
 
     def overrides(self, sweep_dir: Path) -> list[str]:
         return [f"model.params={self.target_params:.6g}", f"budget.flops={self.budget:.6g}",
-                f"out_dir={sweep_dir / 'runs' / self.label}"]
+                f"out_dir={sweep_dir / 'runs' / self.label}"] + [e.replace("{sweep_dir}", str(sweep_dir))
+                                                                  for e in self.extra]
 
 
 def budgets_of(sweep) -> list[float]:

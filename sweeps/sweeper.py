@@ -22,6 +22,7 @@ from sweeps.identity import (METADATA_FILES, SweepDirError, check_identity, conf
 from sweeps.grid import GridError, budgets_of, GridPoint, build_grid, grid_ratio, make_point, outside_bounds, sweep_dir_of
 from sweeps.plan_table import format_table, plan_rows, plan_warnings
 from sweeps.refine import find_edges, save_command
+from sweeps import wsd
 from train.run.results_table import read_results_csv, run_state, write_results_csv
 from train.errors import USER_ERRORS
 from train.run.lifecycle import check_run_settings, writable_dir
@@ -94,6 +95,7 @@ class IsoflopSweeper(Sweeper):
         self.config: DictConfig | None = None
         self.launcher = None
         self.failed_jobs = 0  # jobs that the launcher reports as failed (raised, or exited non-zero)
+        self.waiting = 0      # WSD branches not started: no trunk checkpoint at their branch step
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -122,7 +124,8 @@ class IsoflopSweeper(Sweeper):
                 cfg.world_size = runs_on  # plan each run's batch for the ranks the launcher starts
         try:
             check_run_settings(cfg)  # what every job would refuse, refused once, before any launch
-            points = build_grid(cfg)
+            layout = wsd.plan_wsd(cfg) if wsd.is_wsd(cfg) else None  # trunks and cooldown branches
+            points = layout.points if layout else build_grid(cfg)
             sweep_dir = sweep_dir_of(cfg)
             if not cfg.dry_run:
                 writable_dir(sweep_dir, "sweep.out_dir")
@@ -137,8 +140,14 @@ class IsoflopSweeper(Sweeper):
             sys.exit(2)
         states = self._states(points, sweep_dir)
         rows = plan_rows(points, flops_per_s, states)
+        if layout:
+            wsd.adjust_rows(rows, layout, flops_per_s)
         say(f"sweep {cfg.sweep.name}: {sweep_dir}")
         say(format_table(rows))
+        trunk_states = {t.plan.run_id: run_state(t.run_dir(sweep_dir)) for t in layout.trunks} if layout else {}
+        if layout and layout.trunks:
+            say(wsd.trunk_table(layout, flops_per_s, trunk_states))
+        total, cosine = layout.compute() if layout else (sum(p.plan.budget.achieved_flops for p in points),) * 2
         for budget in budgets_of(cfg.sweep):
             kept = sum(1 for p in points if p.budget == budget)
             if kept < cfg.sweep.sizes_per_budget:
@@ -153,7 +162,9 @@ class IsoflopSweeper(Sweeper):
         embedding_warning(points, cfg)
         if cfg.dry_run and not cfg.sweep.refine:
             say("dry run: nothing trained")
+            say(wsd.compute_line(total, cosine))
             return []
+        say(wsd.compute_line(total, cosine))
 
         # the grid
         # "running": another process (a second sweep on this directory) holds the run's lock
@@ -176,11 +187,13 @@ class IsoflopSweeper(Sweeper):
                                   for n in METADATA_FILES}
                 write_identity(sweep_dir, identity)
                 save_command(sweep_dir, list(arguments), list(cfg.hydra.overrides.hydra))
-                self._write_plan(sweep_dir, points, rows)
+                self._write_plan(sweep_dir, points, rows, layout)
+            if layout and layout.trunks:  # WSD: the trunks first, then the branches whose trunk is ready
+                launched, pending = self._launch_trunks(layout, arguments, sweep_dir, pending, trunk_states)
             if pending:
                 say(f"launching {len(pending)} runs ({len(points) - len(pending)} finished and skipped, "
                     f"{sum(states[p.plan.run_id] == 'partial' for p in pending)} to resume)")
-                launched = self._launch(pending, arguments, sweep_dir, first_job=0)
+                launched = self._launch(pending, arguments, sweep_dir, first_job=launched)
             elif not busy:
                 diverged = sum(states[p.plan.run_id] == "diverged" for p in points)
                 say(f"nothing to train: all {len(points)} runs have finished"
@@ -210,10 +223,14 @@ class IsoflopSweeper(Sweeper):
         # summary then counts its point as failed without failing the sweep.)
         final = [run_state(sweep_dir / "runs" / p.label) for p in points]
         recorded, diverged = final.count("failed"), final.count("diverged")
-        if self.failed_jobs or recorded or diverged:
+        waiting = self.waiting
+        if self.failed_jobs or recorded or diverged or waiting:
             parts = []
             if self.failed_jobs or recorded:
                 parts.append(f"{max(self.failed_jobs, recorded)} runs failed (run the same command again to retry them)")
+            if waiting:
+                parts.append(f"{waiting} branches not started (their trunk failed or is still training; run the same "
+                             "command again)")
             if diverged:
                 parts.append(f"{diverged} runs diverged (the analysis leaves them out; `retry_diverged=true` "
                              "trains them again, e.g. with another divergence_factor or LR rule)")
@@ -226,11 +243,45 @@ class IsoflopSweeper(Sweeper):
         return {p.plan.run_id: run_state(sweep_dir / "runs" / p.label) for p in points}
 
     @staticmethod
-    def _write_plan(sweep_dir: Path, points: list[GridPoint], rows: list[dict]) -> None:
+    def _write_plan(sweep_dir: Path, points: list[GridPoint], rows: list[dict], layout=None) -> None:
         atomic_write_bytes(sweep_dir / "plan.txt", (format_table(rows) + "\n").encode())
-        atomic_write_json(sweep_dir / "plan.json", {"points": [
-            p.plan.to_dict() | {"label": p.label, "target_params": p.target_params, "refine": p.refine}
-            for p in points]})
+        plan = {"points": [p.plan.to_dict() | {"label": p.label, "target_params": p.target_params, "refine": p.refine}
+                           | ({"trunk": layout.trunk_of[p.plan.run_id].label}
+                              if layout and p.plan.run_id in layout.trunk_of else {})
+                           for p in points]}
+        if layout:
+            plan["trunks"] = [t.plan.to_dict() | {"label": t.label, "target_params": t.target_params}
+                              for t in layout.trunks]
+        atomic_write_json(sweep_dir / "plan.json", plan)
+
+    def _launch_trunks(self, layout, arguments: List[str], sweep_dir: Path, pending: list[GridPoint],
+                       trunk_states: dict[str, str]) -> tuple[int, list[GridPoint]]:
+        """Wave 1: the trunks not yet finished. Returns the next job number and the pending points
+        that can start now: those from scratch, and branches whose trunk has their checkpoint (or
+        diverged before it, which the branch records). The launchers block until a wave ends, so
+        wave 2 starts only after every trunk has."""
+        from train.run.checkpoint import checkpoint_path
+        todo = [t for t in layout.trunks if trunk_states[t.plan.run_id] not in FINISHED + ("running",)]
+        launched = 0
+        if todo:
+            say(f"launching {len(todo)} trunks ({len(layout.trunks) - len(todo)} finished or running elsewhere; "
+                f"{sum(trunk_states[t.plan.run_id] == 'partial' for t in todo)} to resume)")
+            launched = self._launch(todo, arguments, sweep_dir, first_job=0)
+        ready, waiting = [], []
+        for point in pending:
+            trunk = layout.trunk_of.get(point.plan.run_id)
+            if trunk is None:
+                ready.append(point)
+                continue
+            step = point.plan.budget.steps - point.plan.schedule.cooldown_steps
+            done = run_state(trunk.run_dir(sweep_dir))
+            (ready if checkpoint_path(trunk.run_dir(sweep_dir), step).is_file() or done == "diverged"
+             else waiting).append(point)
+        for point in waiting:
+            say(f"warning: C={point.budget:.3g} N={point.plan.params.total:.3g}: its trunk "
+                f"{layout.trunk_of[point.plan.run_id].label} has no checkpoint at its branch step yet; not started")
+        self.waiting = len(waiting)
+        return launched, ready
 
     def _launch(self, points: list[GridPoint], arguments: List[str], sweep_dir: Path, first_job: int) -> int:
         """Run the points through the configured launcher; returns the next free job number. When
@@ -275,7 +326,8 @@ class IsoflopSweeper(Sweeper):
                 try:
                     if bound:
                         raise GridError(f"N≈{target:.3g} is {bound}")
-                    point = make_point(cfg, edge.budget, target, refine=True)
+                    make = wsd.standalone_point if wsd.is_wsd(cfg) else make_point  # WSD: from scratch
+                    point = make(cfg, edge.budget, target, refine=True)
                 except GridError as error:
                     stopped = f"; cannot go further ({error})"
                     break

@@ -44,6 +44,9 @@ class SweepConfig:
     # that edge, at the grid's own spacing, and they are trained into the same sweep directory.
     refine: bool = False
     refine_sizes: int = 2
+    # cosine: every (C, N) point is its own cosine run. wsd: one warmup-stable trunk per size and a
+    # 1-sqrt cooldown branch per budget from the trunk's checkpoint (sweeps/wsd.py, docs/sweeps.md).
+    schedule: str = "cosine"
 
 
 @dataclass
@@ -89,6 +92,20 @@ class OptimConfig:
     warmup_fraction: float = 0.05      # of the run's steps ...
     warmup_max_steps: int = 1000       # ... capped, so long runs do not warm up for ages
     final_lr_fraction: float = 0.1     # cosine decays to 10% of peak at the last token (Chinchilla)
+    schedule: str = "cosine"           # cosine | wsd (warmup, constant, then a 1-sqrt cooldown to final_lr_fraction)
+    cooldown_fraction: float = 0.2     # wsd: the cooldown's share of the run's steps (Hagele et al. 2024)
+
+
+@dataclass
+class WsdConfig:
+    """Set by a WSD sweep (sweep.schedule=wsd) on its trunks and branches; empty for other runs."""
+    batch_seqs: Optional[int] = None    # the size's shared global batch, in sequences, exactly
+    warmup_steps: Optional[int] = None  # the size's shared warmup (its trunk's)
+    # A trunk: train at constant LR to the last of these steps (each a branch's cooldown start),
+    # keeping a checkpoint at every one of them.
+    branch_steps: List[int] = field(default_factory=list)
+    # A branch: start from this trunk run directory's checkpoint at the branch step.
+    trunk_dir: Optional[str] = None
 
 
 @dataclass
@@ -107,6 +124,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    wsd: WsdConfig = field(default_factory=WsdConfig)  # trunk/branch settings of a WSD sweep
     out_dir: Optional[str] = None      # run directory; default runs/<run_id>
     seed: int = 0
     dry_run: bool = False

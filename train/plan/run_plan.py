@@ -17,6 +17,7 @@ from train.plan.hparams import check_schedule, peak_lr, target_batch_tokens, war
 from train.plan.memory import (DEFAULT_GPU_MEMORY_GB, GIB, choose_micro_batch, estimate_memory,
                                largest_divisor_at_most)
 from train.plan.params import ParamCount, count_params
+from train.plan.schedule import SchedulePlan, plan_fixed_batch, plan_schedule
 from train.plan.shapes import (ModelShape, ShapeError, catalog_shape, head_dim_for, pad_vocab,
                           shape_from_params, swiglu_hidden)
 
@@ -41,9 +42,15 @@ class RunPlan:
     est_peak_memory_gb: float = 0.0
     device_memory_gb: float | None = None  # the memory the micro-batch was sized for; None: no cap
     precision: str = "fp32"  # the resolved training precision (fp32 | bf16), part of the run id
+    schedule: SchedulePlan = SchedulePlan()
+
+    @property
+    def end_step(self) -> int:
+        """Where training stops: the last step, or for a WSD trunk its last branch step."""
+        return self.schedule.branch_steps[-1] if self.schedule.is_trunk else self.budget.steps
 
     def to_dict(self) -> dict:
-        return {
+        return self.schedule.to_dict() | {
             "run_id": self.run_id,
             "shape": self.shape.to_dict(),
             "params": self.params.to_dict(),
@@ -196,16 +203,24 @@ def make_plan(cfg, precision: str | None = None) -> RunPlan:
     per_token = flops_per_token(shape)
     budget_flops = float(cfg.budget.flops)
     opt = cfg.optim
-    batch_target = target_batch_tokens(opt.batch_rule, budget_flops, opt.batch_tokens)
     world = resolve_world_size(cfg)
     if opt.batch_multiple < 1:
         raise ConfigError(f"optim.batch_multiple: must be at least 1, got {opt.batch_multiple}")
-    budget = plan_budget(budget_flops, per_token[convention], convention, shape.seq_len, batch_target,
-                         min_steps=cfg.budget.min_steps, tolerance=cfg.budget.tolerance,
-                         batch_multiple=math.lcm(opt.batch_multiple, world), preferred_multiple=8 * world)
+    multiple = math.lcm(opt.batch_multiple, world)
+    wsd = cfg.get("wsd") or {}
+    if wsd.get("batch_seqs") is not None:  # a WSD sweep's size: one batch for the trunk and all its branches
+        budget = plan_fixed_batch(budget_flops, per_token[convention], convention, shape.seq_len, wsd.batch_seqs,
+                                  min_steps=cfg.budget.min_steps, tolerance=cfg.budget.tolerance,
+                                  batch_multiple=multiple)
+    else:
+        batch_target = target_batch_tokens(opt.batch_rule, budget_flops, opt.batch_tokens)
+        budget = plan_budget(budget_flops, per_token[convention], convention, shape.seq_len, batch_target,
+                             min_steps=cfg.budget.min_steps, tolerance=cfg.budget.tolerance,
+                             batch_multiple=multiple, preferred_multiple=8 * world)
     lr = peak_lr(opt.lr_rule, budget_flops, params.total, opt.lr_constant, dict(opt.lr_table or {}), opt.lr)
     check_schedule(opt)
-    warmup = warmup_steps(budget.steps, opt.warmup_fraction, opt.warmup_max_steps)
+    warmup = wsd.get("warmup_steps") or warmup_steps(budget.steps, opt.warmup_fraction, opt.warmup_max_steps)
+    schedule = plan_schedule(cfg, budget.steps, warmup)
     # the device kind the plan is for (a device_memory_gb plan on a CPU box is for a GPU) fixes
     # what precision=auto trains in; the micro-batch must fit that device's memory
     kind, memory_gb = memory_target(cfg)
@@ -215,7 +230,7 @@ def make_plan(cfg, precision: str | None = None) -> RunPlan:
         "shape": shape.to_dict(), "budget": budget.to_dict(), "lr": lr, "warmup": warmup, "seed": cfg.seed, "eval_tokens": cfg.eval_tokens,
         "optim": {k: opt[k] for k in ("beta1", "beta2", "eps", "weight_decay", "grad_clip", "final_lr_fraction")},
         "data": {k: v for k, v in _as_dict(cfg.data).items() if k not in ("cache_dir", "num_proc", "unique_tokens")},
-    }
+    } | schedule.identity()
     # micro-batches: the requested size (optim.micro_batch_seqs), else the largest that fits
     compile_ = cfg.get("compile")
     attention = cfg.model.get("attention", "auto")
@@ -233,7 +248,7 @@ def make_plan(cfg, precision: str | None = None) -> RunPlan:
                    warmup_steps=warmup, seed=cfg.seed, run_id=run_id_for(identity), world_size=world,
                    micro_batch_seqs=micro, grad_accum_steps=per_rank // micro,
                    est_peak_memory_gb=round(estimate.peak_bytes(micro) / GIB, 2), device_memory_gb=memory_gb,
-                   precision=precision)
+                   precision=precision, schedule=schedule)
 
 
 def _as_dict(node) -> dict:

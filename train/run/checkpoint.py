@@ -34,14 +34,24 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
 
 
-def save_checkpoint(run_dir: Path, step: int, state: dict) -> Path:
+def checkpoint_step(path: Path) -> int:
+    return int(_NAME.match(Path(path).name).group(1))
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
+
+
+def save_checkpoint(run_dir: Path, step: int, state: dict, keep: tuple[int, ...] = ()) -> Path:
+    """Write the checkpoint of `step`; delete older ones beyond the last KEEP_LAST, except the
+    steps in `keep` (a WSD trunk's branch points)."""
     import torch  # here, not at the top: sweeps and the CLI import this module without needing torch
-    path = checkpoint_dir(run_dir) / f"step-{step:08d}.pt"
+    path = checkpoint_path(run_dir, step)
     # streamed into the temp file: a 1B model's weights and AdamW states (12.5 GB) never sit
     # serialised in memory
     atomic_write_stream(path, lambda handle: torch.save(state, handle))
     faults.hit("ckpt-prune", path=path)  # the new checkpoint in place, older ones not yet deleted
-    for old in list_checkpoints(run_dir)[KEEP_LAST:]:
+    for old in [p for p in list_checkpoints(run_dir) if checkpoint_step(p) not in keep][KEEP_LAST:]:
         old.unlink(missing_ok=True)
     return path
 

@@ -315,14 +315,31 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
                            quiet=bool(cfg.sweep.name) or not world.is_main)
 
     state = load_latest(run_dir)
+    trunk = None
     if state is not None:
         say(f"run {plan.run_id}: resuming from step {int(state['step'])}/{plan.budget.steps}")
         trainer.load_state(state)
+    elif plan.schedule.trunk_dir:  # a WSD branch: its cooldown starts from the trunk's checkpoint
+        trunk = trunk_start(plan)
+        if trunk["state"] is None:
+            result = write_result(run_dir, plan, {"status": "diverged", "reason": trunk["reason"], "step": 0,
+                                                  "tokens": 0, "val_loss": None, "train_loss": None, "wall_s": 0.0,
+                                                  "train_wall_s": 0.0}) if world.is_main else None
+            say(f"run {plan.run_id}: diverged ({trunk['reason']})")
+            return result
+        say(f"run {plan.run_id}: branching from trunk {trunk['run_id']} at step {trunk['step']}/{plan.budget.steps}")
+        trainer.load_state(trunk.pop("state"), trunk_rows=trunk.pop("rows"))
+        if world.is_main:
+            atomic_write_json(run_dir / "trunk.json", trunk)
     elif world.is_main:
         MetricsLog(run_dir / "metrics.jsonl").truncate_after(-1)
+    if state is not None and plan.schedule.trunk_dir:
+        trunk = _branch_record(run_dir, plan)
 
     say(f"run {plan.run_id}: {plan.params.total:,} params ({plan.shape.n_layer}x{plan.shape.d_model}), "
-        f"{plan.budget.tokens:,} tokens in {plan.budget.steps} steps of {plan.budget.batch_tokens:,}, "
+        + (f"WSD trunk: to step {plan.end_step} of {plan.budget.steps} (its cooldown start), "
+           if plan.schedule.is_trunk else "")
+        + f"{plan.budget.tokens:,} tokens in {plan.budget.steps} steps of {plan.budget.batch_tokens:,}, "
         f"lr {plan.lr:.3g}, C={plan.budget.budget_flops:.3g} ({plan.budget.convention}) on {describe(device)} "
         f"[{str(dtype).removeprefix('torch.')}] -> {run_dir}")
     try:
@@ -341,7 +358,7 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
         raise
     result = None
     if world.is_main:
-        result = write_result(run_dir, plan, outcome | {"epochs": epochs})
+        result = write_result(run_dir, plan, outcome | {"epochs": epochs}, trunk)
         def loss(value):
             return "n/a" if value is None else f"{value:.4f}"
         say(f"run {plan.run_id}: {result['status']}"
@@ -377,7 +394,57 @@ def cli_errors():
              "same command again to resume from the last checkpoint", EXIT_DISK_FULL)
 
 
-def write_result(run_dir: Path, plan: RunPlan, outcome: dict) -> dict:
+def _trunk_info(plan: RunPlan) -> dict:
+    """A WSD branch's trunk: its directory, run id, branch step and wall time up to the branch step."""
+    trunk_dir = Path(plan.schedule.trunk_dir)
+    step = plan.budget.steps - plan.schedule.cooldown_steps
+    try:
+        trunk_plan = json.loads((trunk_dir / "plan.json").read_text())
+    except (OSError, ValueError):
+        trunk_plan = {}
+    return {"trunk_dir": str(trunk_dir), "run_id": trunk_plan.get("run_id"), "step": step, "wall_s": None}
+
+
+def _branch_record(run_dir: Path, plan: RunPlan) -> dict:
+    """A resumed branch's trunk.json (written when it left its trunk), else what the trunk says now."""
+    try:
+        return json.loads((run_dir / "trunk.json").read_text())
+    except (OSError, ValueError):
+        return _trunk_info(plan)
+
+
+def trunk_start(plan: RunPlan) -> dict:
+    """The trunk's state at the branch step (checked against this branch's plan) and its metrics rows.
+    state None with a reason: the trunk diverged before the branch step, so the branch cannot exist."""
+    import torch
+
+    from train.run.checkpoint import checkpoint_path
+    info = _trunk_info(plan)
+    trunk_dir, step = Path(info["trunk_dir"]), info["step"]
+    path = checkpoint_path(trunk_dir, step)
+    if not path.is_file():
+        trunk_result = read_result(trunk_dir) or {}
+        if trunk_result.get("status") == "diverged":
+            return info | {"state": None, "reason": f"its trunk {trunk_dir} diverged before the branch step {step}: "
+                                                   f"{trunk_result.get('reason')}"}
+        raise ConfigError(f"wsd.trunk_dir: {trunk_dir} has no checkpoint at the branch step {step}; train the trunk "
+                          "first (the sweep command trains every trunk before its branches)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if int(state.get("step", -1)) != step or state.get("shape") != plan.shape.to_dict():
+        raise ConfigError(f"wsd.trunk_dir: {path} is not this branch's trunk (another shape or step)")
+    if info["run_id"] is not None and state.get("run_id") != info["run_id"]:
+        raise ConfigError(f"wsd.trunk_dir: {path} belongs to run {state.get('run_id')}, not the trunk "
+                          f"{info['run_id']} of {trunk_dir}")
+    if state["data"].get("global_batch_size") not in (None, plan.budget.batch_seqs):
+        raise ConfigError(f"wsd.trunk_dir: {path} was trained with a batch of {state['data'].get('global_batch_size')} "
+                          f"sequences, this branch with {plan.budget.batch_seqs}")
+    info["run_id"] = state.get("run_id")
+    info["wall_s"] = float(state.get("wall_s", 0.0))
+    rows = MetricsLog(trunk_dir / "metrics.jsonl").rows() if (trunk_dir / "metrics.jsonl").exists() else []
+    return info | {"state": state, "rows": rows}
+
+
+def write_result(run_dir: Path, plan: RunPlan, outcome: dict, trunk: dict | None = None) -> dict:
     tokens = outcome["tokens"]
     result = {
         "status": outcome["status"],
@@ -398,7 +465,10 @@ def write_result(run_dir: Path, plan: RunPlan, outcome: dict) -> dict:
         "final_train_loss": outcome["train_loss"],
         "wall_s": outcome["wall_s"],
         "train_wall_s": outcome["train_wall_s"],
-    }
+    } | plan.schedule.to_dict()
+    if trunk is not None:  # a WSD branch: which trunk it left, where, and what that stretch cost
+        result |= {"trunk_run_id": trunk.get("run_id"), "branch_step": trunk.get("step"),
+                   "trunk_wall_s": trunk.get("wall_s")}
     for key in ("final_val_loss", "final_val_bpb", "final_train_loss"):
         # A run that did not complete has no final loss: its last numbers are no result.
         if result[key] is not None and (not math.isfinite(result[key]) or result["status"] != "completed"):

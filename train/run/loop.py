@@ -3,6 +3,7 @@ and a clean stop with a checkpoint on preemption (SIGTERM, SIGUSR1, SIGUSR2)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import statistics
@@ -18,7 +19,7 @@ from train.run.checkpoint import save_checkpoint
 from train.plan.errors import ConfigError
 from train.plan.flops import model_flops_per_token
 from train.run.optim import lr_at
-from train.run.rundir import MetricsLog, scrub_secrets
+from train.run.rundir import MetricsLog, atomic_write_bytes, scrub_secrets
 from train.run.exit_codes import EXIT_PREEMPTED  # 75, sysexits' EX_TEMPFAIL: a temporary stop; run it again
 
 # Preemption. SLURM sends SIGTERM when it preempts or cancels a job (then SIGKILL after its
@@ -92,7 +93,7 @@ class Trainer:
         self.run_dir, self.peak_flops = run_dir, peak_flops
         self.raw_model, self.optimizer = model, optimizer
         budget = plan.budget
-        self.total_steps = budget.steps
+        self.total_steps = plan.end_step  # a WSD trunk stops at its last branch step
         local_seqs = budget.batch_seqs // world.size
         micro = largest_divisor_at_most(local_seqs, plan.micro_batch_seqs)  # sized to the device (train/plan/memory.py)
         self.prepared = prepared
@@ -155,7 +156,12 @@ class Trainer:
                 "last_train_loss": self.last_train_loss, "recent_losses": list(self.recent_losses),
                 "lowest_median": self.lowest_median, "spike_steps": self.spike_steps}
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict, trunk_rows: list[dict] | None = None) -> None:
+        """Resume from this run's checkpoint, or (trunk_rows given) start a WSD branch from its
+        trunk's checkpoint at the branch step, the trunk's metrics up to there copied in."""
+        if trunk_rows is not None:
+            self._load_from_trunk(state, trunk_rows)
+            return
         if state.get("run_id") != self.plan.run_id:
             raise ConfigError(f"out_dir: its checkpoint belongs to run {state.get('run_id')}, not "
                               f"{self.plan.run_id} (another config); use another out_dir")
@@ -174,6 +180,21 @@ class Trainer:
         if self.world.is_main:
             self.metrics.truncate_after(self.step)
 
+    def _load_from_trunk(self, state: dict, trunk_rows: list[dict]) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state_dict(state["data"])
+        torch.set_rng_state(state["rng_cpu"])
+        self.step = int(state["step"])
+        if self.batches.position != (self.step, 0):
+            raise ValueError(f"checkpoint: data position {self.batches.position} does not match step {self.step}")
+        self.wall_before = 0.0  # the branch's own time; its trunk's is recorded beside it (trunk_wall_s)
+        self.last_val_loss, self.last_train_loss = state.get("last_val_loss"), state.get("last_train_loss")
+        self.best_train_loss, self.spike_steps = state.get("best_train_loss"), int(state.get("spike_steps", 0))
+        if self.world.is_main:
+            kept = [row for row in trunk_rows if row.get("step", -1) <= self.step]
+            atomic_write_bytes(self.metrics.path, "".join(json.dumps(row) + "\n" for row in kept).encode())
+
     def _make_logger(self):
         if not self.world.is_main or self.cfg.wandb.mode == "disabled":
             return None
@@ -184,10 +205,18 @@ class Trainer:
         group = wb.group or self.cfg.sweep.name
         name = wb.name or f"N{self.plan.params.total / 1e6:.3g}M-C{budget:.2g}"
         tags = list(wb.tags) + [f"C={budget:.3g}", f"N={self.plan.params.total:.3g}"]
+        job_type = "isoflop-run"
+        schedule = self.plan.schedule
+        if schedule.is_trunk or schedule.trunk_dir:  # WSD: a trunk and its branches share one group per size
+            group = f"{group or 'wsd'}-N{self.plan.params.total:.3g}"
+            job_type = "wsd-trunk" if schedule.is_trunk else "wsd-branch"
+            if schedule.is_trunk:
+                name = wb.name or f"N{self.plan.params.total / 1e6:.3g}M-trunk"
+            tags.append(f"schedule={schedule.name}")
         config = OmegaConf.to_container(self.cfg, resolve=True) | {"plan": self.plan.to_dict()}
         config, group, name, tags = scrub_secrets([config, group, name, tags])  # no API key via ${oc.env:...}
         return WandbLogger(mode=wb.mode, project=wb.project, group=group, name=name, config=config,
-                           run_dir=str(self.run_dir), tags=tags, job_type="isoflop-run", run_id=self.plan.run_id)
+                           run_dir=str(self.run_dir), tags=tags, job_type=job_type, run_id=self.plan.run_id)
 
     # --- one step --------------------------------------------------------------------------
     def _autocast(self):
@@ -304,7 +333,8 @@ class Trainer:
         status, reason = "completed", None
         while self.step < self.total_steps:
             # step
-            lr = lr_at(self.step, self.total_steps, plan.lr, plan.warmup_steps, opt.final_lr_fraction)
+            lr = lr_at(self.step, plan.budget.steps, plan.lr, plan.warmup_steps, opt.final_lr_fraction,
+                       plan.schedule.name, plan.schedule.cooldown_steps)
             t0 = time.perf_counter()
             train_loss = self._train_step(lr) if self.step > first_step else self._first_step(lr)
             if self.device.type == "cuda":
@@ -348,9 +378,10 @@ class Trainer:
             # checkpoint
             due_by_steps = self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0
             due_by_time = time.time() - last_checkpoint >= self.cfg.checkpoint_minutes * 60
+            branch_point = self.step in plan.schedule.branch_steps  # a WSD trunk keeps these for its branches
             saved = False
-            if (due_by_steps or due_by_time or self.step == self.total_steps) and self.world.is_main:
-                save_checkpoint(self.run_dir, self.step, self.state())
+            if (due_by_steps or due_by_time or branch_point or self.step == self.total_steps) and self.world.is_main:
+                save_checkpoint(self.run_dir, self.step, self.state(), keep=plan.schedule.branch_steps)
                 last_checkpoint, saved = time.time(), True
 
             # preemption: stop here, at a step boundary, with a checkpoint
@@ -404,7 +435,7 @@ class Trainer:
     def _preempt(self, stop: StopSignals, saved: bool) -> None:
         """Save a checkpoint (unless this step just did), hand over to any earlier handler, exit."""
         if self.world.is_main and not saved:
-            save_checkpoint(self.run_dir, self.step, self.state())
+            save_checkpoint(self.run_dir, self.step, self.state(), keep=self.plan.schedule.branch_steps)
         signum = stop.received if stop.received is not None else signal.SIGTERM
         name = signal.Signals(signum).name
         waited = time.time() - stop.received_at if stop.received_at else 0.0

@@ -1,7 +1,9 @@
-"""AdamW and the learning-rate schedule: linear warmup, then cosine decay to a floor.
+"""AdamW and the learning-rate schedule: linear warmup, then cosine decay to a floor, or (WSD)
+the peak held constant and a 1-sqrt cooldown over the last steps to the same floor.
 
-The cosine ends exactly at the run's last step, so every (C, N) point has its own complete
-schedule; Chinchilla showed that points cut from a longer schedule are biased.
+Either ends exactly at the run's last step, so every (C, N) point has its own complete
+schedule; Chinchilla showed that points cut from a longer schedule are biased. A WSD branch
+(train/plan/schedule.py) shares everything before its cooldown with its trunk.
 """
 from __future__ import annotations
 
@@ -10,10 +12,25 @@ import math
 import torch
 
 
-def lr_at(step: int, total_steps: int, peak_lr: float, warmup: int, final_fraction: float) -> float:
-    """LR for optimizer step `step` (0-based). Step total_steps-1 gets exactly final_fraction·peak."""
+def lr_at(step: int, total_steps: int, peak_lr: float, warmup: int, final_fraction: float,
+          schedule: str = "cosine", cooldown_steps: int = 0) -> float:
+    """LR for optimizer step `step` (0-based). Step total_steps-1 gets exactly final_fraction·peak.
+
+    schedule="wsd": the peak from the end of the warmup to step total_steps - cooldown_steps (the
+    first cooldown step still gets the peak), then peak·(f + (1-f)·(1 - sqrt(progress))), progress
+    going from 0 to 1 over the cooldown's steps: the 1-sqrt shape of Hägele et al. (2024)."""
     if step < warmup:
         return peak_lr * (step + 1) / warmup
+    if schedule == "wsd":
+        start = total_steps - cooldown_steps
+        if step < start:
+            return peak_lr
+        if cooldown_steps <= 1:
+            return peak_lr * final_fraction
+        progress = min((step - start) / (cooldown_steps - 1), 1.0)
+        return peak_lr * (final_fraction + (1 - final_fraction) * (1 - math.sqrt(progress)))
+    if schedule != "cosine":
+        raise ValueError(f"optim.schedule: unknown schedule {schedule!r}")
     decay_steps = total_steps - warmup
     if decay_steps <= 1:
         return peak_lr * final_fraction
