@@ -6,6 +6,8 @@ Prepared data goes to temporary cache folders, so these tests also exercise the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import subprocess
@@ -492,4 +494,7 @@ def test_preset_loads_into_schema(preset):
 
 def test_default_preset_matches_dataclass_defaults():
     node = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(REPO / "configs/data/embedded.yaml"))
-    assert DataConfig.from_any(node) == DataConfig()
+    # the preset also declares its corpus's size (unique_tokens), which the defaults cannot know
+    preset = DataConfig.from_any(node)
+    assert preset.unique_tokens == 3_029_529
+    assert dataclasses.replace(preset, unique_tokens=None) == DataConfig()
