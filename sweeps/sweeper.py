@@ -118,7 +118,9 @@ class IsoflopSweeper(Sweeper):
 
     def sweep(self, arguments: List[str]) -> Any:
         cfg = self.config
-        runs_on = cfg.hydra.launcher.get("gpus_per_run") if "launcher" in cfg.get("hydra", {}) else None
+        launcher = cfg.hydra.launcher if "launcher" in cfg.get("hydra", {}) else {}
+        # the ranks one run spans: the GPU pool's gpus_per_run, or SLURM tasks of one job (submitit)
+        runs_on = launcher.get("gpus_per_run") or launcher.get("tasks_per_node")
         if cfg.get("world_size") is None and isinstance(runs_on, int) and runs_on > 1:
             with open_dict(cfg):
                 cfg.world_size = runs_on  # plan each run's batch for the ranks the launcher starts

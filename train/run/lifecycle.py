@@ -173,6 +173,10 @@ def run_training(cfg) -> dict | None:
     trained_in = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
     if plan.precision != trained_in:  # precision=auto with device=auto, resolved differently without torch
         plan = make_plan(cfg, precision=trained_in)
+    if world.size != plan.world_size and cfg.get("world_size") is None:
+        # world_size unset: the plan is for the processes that run it (a SLURM job's tasks learn
+        # their WORLD_SIZE only here, from init_world)
+        plan = make_plan(cfg, precision=plan.precision)
     if world.size != plan.world_size:
         raise ConfigError(f"world_size: the run is planned for {plan.world_size} processes but {world.size} "
                           f"are running; set world_size={world.size} (or leave it unset under torchrun)")
