@@ -21,7 +21,7 @@ import torch
 from tests.conftest import REPO
 
 MICRO = ["model.params=2e4", "budget.flops=5e9", "model.seq_len=64", "model.tie_embeddings=true",
-         "data.vocab_size=512", "optim.batch_tokens=1024", "eval_tokens=2048", "eval_every=10",
+         "data.vocab_size=512", "optim.batch_tokens=1024", "eval_tokens=2048", "eval_every=10", "eval_fraction=1",
          "checkpoint_every=7", "log_every=1000", "wandb.mode=disabled"]
 STEPS = 42  # the micro run's plan: 42 steps, checkpoints at 7, 14, ..., 42, evals at 10, 20, ...
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
