@@ -339,9 +339,13 @@ class GpuPoolLauncher(Launcher):
     def resolve_pool(self) -> list[str]:
         pool = self.settings.gpus if self.settings.gpus is not None else detect_gpus()
         self.settings.check(pool)
-        if self.settings.gpus is not None and self.settings.command == [sys.executable, "-m", "train"]:
+        device = str((self.config or {}).get("device", "auto")) if hasattr(self.config or {}, "get") else "auto"
+        if self.settings.gpus is not None and self.settings.command == [sys.executable, "-m", "train"] \
+                and device != "cpu":
             # The training command on listed GPUs that CUDA cannot see would train on the CPU under a
-            # GPU's label. (A stand-in command of one's own may not need CUDA: it is not checked.)
+            # GPU's label. (A stand-in command of one's own may not need CUDA: it is not checked; with
+            # device=cpu the pool's slots are only lanes of concurrent CPU runs, as scripts/gpu_check.sh
+            # --cpu uses them.)
             try:
                 import torch
                 visible = torch.cuda.device_count()
@@ -350,7 +354,8 @@ class GpuPoolLauncher(Launcher):
             if visible == 0:
                 raise GpuPoolError(f"hydra.launcher.gpus: lists GPU(s) {pool}, but torch sees no CUDA GPU on this "
                                    "machine, so the runs would train on the CPU; drop hydra/launcher=gpu_pool to "
-                                   "train here, or run the sweep on a machine with GPUs")
+                                   "train here (or set device=cpu to run CPU jobs side by side), or run the sweep "
+                                   "on a machine with GPUs")
         return pool
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
