@@ -165,22 +165,20 @@ class Trainer:
         if state.get("run_id") != self.plan.run_id:
             raise ConfigError(f"out_dir: its checkpoint belongs to run {state.get('run_id')}, not "
                               f"{self.plan.run_id} (another config); use another out_dir")
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.load_state_dict(state["data"])
-        torch.set_rng_state(state["rng_cpu"])
-        self.step = int(state["step"])
-        if self.batches.position != (self.step, 0):
-            raise ValueError(f"checkpoint: data position {self.batches.position} does not match step {self.step}")
+        self._load_training_state(state)
         self.wall_before = float(state["wall_s"])
-        self.last_val_loss, self.last_train_loss = state.get("last_val_loss"), state.get("last_train_loss")
-        self.last_val_bpb = state.get("last_val_bpb")
-        self.recent_losses = [float(x) for x in state.get("recent_losses", [])]
-        self.lowest_median, self.spike_steps = state.get("lowest_median"), int(state.get("spike_steps", 0))
         if self.world.is_main:
             self.metrics.truncate_after(self.step)
 
     def _load_from_trunk(self, state: dict, trunk_rows: list[dict]) -> None:
+        self._load_training_state(state)
+        self.wall_before = 0.0  # the branch's own time; its trunk's is recorded beside it (trunk_wall_s)
+        if self.world.is_main:
+            kept = [row for row in trunk_rows if row.get("step", -1) <= self.step]
+            atomic_write_bytes(self.metrics.path, "".join(json.dumps(row) + "\n" for row in kept).encode())
+
+    def _load_training_state(self, state: dict) -> None:
+        """Weights, optimizer, data position, RNG, the last losses and the divergence check's state."""
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["data"])
@@ -188,12 +186,10 @@ class Trainer:
         self.step = int(state["step"])
         if self.batches.position != (self.step, 0):
             raise ValueError(f"checkpoint: data position {self.batches.position} does not match step {self.step}")
-        self.wall_before = 0.0  # the branch's own time; its trunk's is recorded beside it (trunk_wall_s)
         self.last_val_loss, self.last_train_loss = state.get("last_val_loss"), state.get("last_train_loss")
-        self.best_train_loss, self.spike_steps = state.get("best_train_loss"), int(state.get("spike_steps", 0))
-        if self.world.is_main:
-            kept = [row for row in trunk_rows if row.get("step", -1) <= self.step]
-            atomic_write_bytes(self.metrics.path, "".join(json.dumps(row) + "\n" for row in kept).encode())
+        self.last_val_bpb = state.get("last_val_bpb")
+        self.recent_losses = [float(x) for x in state.get("recent_losses", [])]
+        self.lowest_median, self.spike_steps = state.get("lowest_median"), int(state.get("spike_steps", 0))
 
     def _make_logger(self):
         if not self.world.is_main or self.cfg.wandb.mode == "disabled":
