@@ -15,6 +15,7 @@ import sys  # noqa: E402
 
 from .conventions import CONVENTIONS  # noqa: E402
 from .errors import AnalysisError  # noqa: E402
+from train.logs import get_logger, setup_logging  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,8 +69,9 @@ def _fit(args) -> int:
     try:
         res = run_fit(args.paths, opts, warnings)
     finally:  # shown even when a later step fails: a drop is loud either way
+        log = get_logger("analysis")
         for w in warnings:
-            print("warning: " + w, file=sys.stderr)
+            log.warning(w)
     for n in res.notes:
         print("note: " + n, file=sys.stderr)
     try:
@@ -95,6 +97,7 @@ def main(argv=None) -> int:
     import warnings
 
     args = _parser().parse_args(argv)
+    setup_logging()  # $ISOFLOP_LOG_LEVEL
     try:
         # what a RuntimeWarning would say (a vertex far out, a degenerate resample) is reported by
         # name in the fit's own warnings; numpy's raw text would only add noise

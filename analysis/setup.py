@@ -30,7 +30,8 @@ RUN_KEYS = (
     "budget.flops", "out_dir", "sweep", "wandb", "dry_run", "device", "compile", "cpu_threads",
     "checkpoint_every", "checkpoint_minutes", "log_every", "eval_every", "peak_tflops",
     "data.cache_dir", "data.num_proc", "data.unique_tokens", "divergence_factor", "divergence_patience",
-    "world_size", "device_memory_gb", "optim.micro_batch_seqs",
+    "world_size", "device_memory_gb", "optim.micro_batch_seqs", "log_level", "retry_diverged",
+    "divergence_window",
 )
 MAX_DIFFS = 6
 

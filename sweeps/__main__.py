@@ -18,6 +18,7 @@ each run's settings) and train/config.py (the `sweep` group). The main ones:
     retry_diverged=true          train runs that ended `diverged` again (failed runs are always retried)
     sweep.new_config=refuse|replace  a different config into an existing sweep directory (docs/sweeps.md)
     hydra/launcher=gpu_pool|submitit_slurm
+    log_level=warning            console verbosity (debug|info|warning|error); runs keep train.log
 
 Exit codes: 0 every run completed; 2 bad input (one `error:` line); 3 some runs failed or diverged.
 """

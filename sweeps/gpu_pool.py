@@ -36,6 +36,10 @@ from typing import Any, Iterable, List, Optional, Sequence
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 
+from train.logs import get_logger
+
+log = get_logger("sweep")
+
 LOG_NAME = "job.log"
 TERMINATE_GRACE_S = 30.0
 
@@ -301,8 +305,8 @@ class GpuPoolLauncher(Launcher):
 
     # ---- helpers
     def say(self, message: str) -> None:
-        with self._print_lock:
-            print(message, flush=True)
+        with self._print_lock:  # the pool's threads report jobs as they end
+            log.info(message)
 
     def _sweep_dir(self) -> Path:
         try:

@@ -9,14 +9,13 @@ def plan_rows(points: list[GridPoint], throughput: Throughput, states: dict[str,
     rows = []
     for point in points:
         plan = point.plan
-        train_flops = plan.flops_per_token["6N+attn"] * plan.budget.tokens
         rows.append({
             "budget": point.budget, "params": plan.params.total, "run_id": plan.run_id,
             "shape": f"{plan.shape.n_layer}x{plan.shape.d_model}", "tokens": plan.budget.tokens,
             "tokens_per_param": plan.budget.tokens / plan.params.total, "steps": plan.budget.steps,
             "batch_tokens": plan.budget.batch_tokens, "batch_seqs": plan.budget.batch_seqs,
             "micro_batch_seqs": plan.micro_batch_seqs, "grad_accum_steps": plan.grad_accum_steps,
-            "world_size": plan.world_size, "est_peak_memory_gb": plan.est_peak_memory_gb, "lr": plan.lr, "est_s": throughput.seconds(train_flops, plan.budget.tokens),
+            "world_size": plan.world_size, "est_peak_memory_gb": plan.est_peak_memory_gb, "lr": plan.lr, "est_s": throughput.for_plan(plan),
             "state": states.get(plan.run_id, "new"),
         })
     return rows

@@ -25,14 +25,14 @@ from sweeps.refine import find_edges, save_command
 from sweeps import wsd
 from train.run.results_table import read_results_csv, run_state, write_results_csv
 from train.errors import USER_ERRORS
+from train.logs import get_logger, setup_logging
 from train.run.lifecycle import check_run_settings, writable_dir
 from train.run.rundir import atomic_write_bytes, atomic_write_json
 
 FINISHED = ("completed", "diverged")
 
 
-def say(message: str = "") -> None:
-    print(message, flush=True)
+log = get_logger("sweep")
 
 
 def corpus_unique_tokens(cfg) -> int | None:
@@ -47,12 +47,12 @@ def corpus_unique_tokens(cfg) -> int | None:
         if cached is not None:
             return cached.n_train_tokens
         if data.unique_tokens is not None:
-            say(f"data {data.name}: {data.unique_tokens:,} training tokens (declared by data.unique_tokens; "
+            log.info(f"data {data.name}: {data.unique_tokens:,} training tokens (declared by data.unique_tokens; "
                 "not prepared yet)")
             return data.unique_tokens
     counted = prepare_data(data).n_train_tokens
     if data.unique_tokens is not None and counted < data.unique_tokens:
-        say(f"warning: data.unique_tokens declares {data.unique_tokens:,} training tokens, but the prepared "
+        log.warning(f"data.unique_tokens declares {data.unique_tokens:,} training tokens, but the prepared "
             f"data has {counted:,}; the plan uses the prepared count (correct the declaration)")
     return counted
 
@@ -85,7 +85,7 @@ def embedding_warning(points: list[GridPoint], cfg) -> None:
     heavy = [p for p in points if mostly_embedding(p.plan, cfg)]
     if heavy:
         worst = max(heavy, key=lambda p: 1 - p.plan.params.non_embedding / p.plan.params.total)
-        say(f"warning: {len(heavy)} of {len(points)} runs are mostly embedding; "
+        log.warning(f"{len(heavy)} of {len(points)} runs are mostly embedding; "
             f"{mostly_embedding(worst.plan, cfg)}")
 
 
@@ -113,7 +113,7 @@ class IsoflopSweeper(Sweeper):
         except DataError as error:
             if not cfg.dry_run:
                 raise
-            say(f"warning: data not prepared, so repeated data is not checked: {error}")
+            log.warning(f"data not prepared, so repeated data is not checked: {error}")
             return None
 
     def sweep(self, arguments: List[str]) -> Any:
@@ -125,6 +125,7 @@ class IsoflopSweeper(Sweeper):
             with open_dict(cfg):
                 cfg.world_size = runs_on  # plan each run's batch for the ranks the launcher starts
         try:
+            setup_logging(cfg.log_level)
             check_run_settings(cfg)  # what every job would refuse, refused once, before any launch
             layout = wsd.plan_wsd(cfg) if wsd.is_wsd(cfg) else None  # trunks and cooldown branches
             points = layout.points if layout else build_grid(cfg)
@@ -144,29 +145,29 @@ class IsoflopSweeper(Sweeper):
         rows = plan_rows(points, flops_per_s, states)
         if layout:
             wsd.adjust_rows(rows, layout, flops_per_s)
-        say(f"sweep {cfg.sweep.name}: {sweep_dir}")
-        say(format_table(rows))
+        log.info(f"sweep {cfg.sweep.name}: {sweep_dir}")
+        log.info(format_table(rows))
         trunk_states = {t.plan.run_id: run_state(t.run_dir(sweep_dir)) for t in layout.trunks} if layout else {}
         if layout and layout.trunks:
-            say(wsd.trunk_table(layout, flops_per_s, trunk_states))
+            log.info(wsd.trunk_table(layout, flops_per_s, trunk_states))
         total, cosine = layout.compute() if layout else (sum(p.plan.budget.achieved_flops for p in points),) * 2
         for budget in budgets_of(cfg.sweep):
             kept = sum(1 for p in points if p.budget == budget)
             if kept < cfg.sweep.sizes_per_budget:
-                say(f"warning: C={budget:.3g}: {cfg.sweep.sizes_per_budget - kept} of {cfg.sweep.sizes_per_budget} "
+                log.warning(f"C={budget:.3g}: {cfg.sweep.sizes_per_budget - kept} of {cfg.sweep.sizes_per_budget} "
                     f"sizes fall outside sweep.min_params/max_params; this budget needs models beyond that range")
         for warning in plan_warnings(rows, unique_tokens, cfg.budget.min_steps):
-            say(f"warning: {warning}")
+            log.warning(f"{warning}")
         refusal = repeat_refusal(points, unique_tokens, cfg)
         if refusal:  # before anything is launched or written
             print(f"error: {refusal}", file=sys.stderr)
             sys.exit(2)
         embedding_warning(points, cfg)
         if cfg.dry_run and not cfg.sweep.refine:
-            say("dry run: nothing trained")
-            say(wsd.compute_line(total, cosine))
+            log.info("dry run: nothing trained")
+            log.info(wsd.compute_line(total, cosine))
             return []
-        say(wsd.compute_line(total, cosine))
+        log.info(wsd.compute_line(total, cosine))
 
         # the grid
         # "running": another process (a second sweep on this directory) holds the run's lock
@@ -174,7 +175,7 @@ class IsoflopSweeper(Sweeper):
         pending = [p for p in points if states[p.plan.run_id] not in finished + ("running",)]
         busy = sum(states[p.plan.run_id] == "running" for p in points)
         if busy and not cfg.dry_run:
-            say(f"warning: {busy} run{'s are' if busy > 1 else ' is'} being trained by another process; "
+            log.warning(f"{busy} run{'s are' if busy > 1 else ' is'} being trained by another process; "
                 f"skipping {'them' if busy > 1 else 'it'} here")
         launched = 0
         if not cfg.dry_run:
@@ -193,12 +194,12 @@ class IsoflopSweeper(Sweeper):
             if layout and layout.trunks:  # WSD: the trunks first, then the branches whose trunk is ready
                 launched, pending = self._launch_trunks(layout, arguments, sweep_dir, pending, trunk_states)
             if pending:
-                say(f"launching {len(pending)} runs ({len(points) - len(pending)} finished and skipped, "
+                log.info(f"launching {len(pending)} runs ({len(points) - len(pending)} finished and skipped, "
                     f"{sum(states[p.plan.run_id] == 'partial' for p in pending)} to resume)")
                 launched = self._launch(pending, arguments, sweep_dir, first_job=launched)
             elif not busy:
                 diverged = sum(states[p.plan.run_id] == "diverged" for p in points)
-                say(f"nothing to train: all {len(points)} runs have finished"
+                log.info(f"nothing to train: all {len(points)} runs have finished"
                     + (f" ({diverged} diverged; retry_diverged=true trains them again)" if diverged else "")
                     + f"; results in {sweep_dir / 'results.csv'}")
 
@@ -206,7 +207,7 @@ class IsoflopSweeper(Sweeper):
         if cfg.sweep.refine:
             extras = self._refine(cfg, points, sweep_dir, flops_per_s, unique_tokens)
             if cfg.dry_run:
-                say("dry run: nothing trained")
+                log.info("dry run: nothing trained")
                 return []
             extra_states = self._states(extras, sweep_dir)
             states |= extra_states
@@ -215,10 +216,10 @@ class IsoflopSweeper(Sweeper):
                 self._write_plan(sweep_dir, points, plan_rows(points, flops_per_s, states))
             todo = [p for p in extras if extra_states[p.plan.run_id] not in finished]
             if todo:
-                say(f"refine: launching {len(todo)} runs")
+                log.info(f"refine: launching {len(todo)} runs")
                 self._launch(todo, arguments, sweep_dir, first_job=launched)
             elif extras:
-                say(f"refine: nothing to train: all {len(extras)} added runs have finished")
+                log.info(f"refine: nothing to train: all {len(extras)} added runs have finished")
         summary = self._summarise(points, states, sweep_dir, finished)
         # A run failed when its launcher job failed or its result.json says so. (Every real
         # training job that exits cleanly leaves a result; a stand-in command may not, and the
@@ -266,7 +267,7 @@ class IsoflopSweeper(Sweeper):
         todo = [t for t in layout.trunks if trunk_states[t.plan.run_id] not in FINISHED + ("running",)]
         launched = 0
         if todo:
-            say(f"launching {len(todo)} trunks ({len(layout.trunks) - len(todo)} finished or running elsewhere; "
+            log.info(f"launching {len(todo)} trunks ({len(layout.trunks) - len(todo)} finished or running elsewhere; "
                 f"{sum(trunk_states[t.plan.run_id] == 'partial' for t in todo)} to resume)")
             launched = self._launch(todo, arguments, sweep_dir, first_job=0)
         ready, waiting = [], []
@@ -280,7 +281,7 @@ class IsoflopSweeper(Sweeper):
             (ready if checkpoint_path(trunk.run_dir(sweep_dir), step).is_file() or done == "diverged"
              else waiting).append(point)
         for point in waiting:
-            say(f"warning: C={point.budget:.3g} N={point.plan.params.total:.3g}: its trunk "
+            log.warning(f"C={point.budget:.3g} N={point.plan.params.total:.3g}: its trunk "
                 f"{layout.trunk_of[point.plan.run_id].label} has no checkpoint at its branch step yet; not started")
         self.waiting = len(waiting)
         return launched, ready
@@ -300,7 +301,7 @@ class IsoflopSweeper(Sweeper):
             if getattr(job, "status", None) == JobStatus.FAILED:
                 self.failed_jobs += 1
                 where = next((o for o in reversed(job.overrides) if o.startswith("out_dir=")), job.overrides)
-                say(f"warning: run {where} failed: {job._return_value!r}")
+                log.warning(f"run {where} failed: {job._return_value!r}")
         return first_job + len(job_overrides)
 
     def _refine(self, cfg, points: list[GridPoint], sweep_dir: Path, flops_per_s,
@@ -310,14 +311,14 @@ class IsoflopSweeper(Sweeper):
         if not cfg.dry_run and sweep_dir.is_dir():
             write_results_csv(sweep_dir)
         if not csv_path.is_file():
-            say(f"refine: no results yet in {csv_path}; train the grid first")
+            log.info(f"refine: no results yet in {csv_path}; train the grid first")
             return []
         edges, notes = find_edges(read_results_csv(csv_path), sorted({p.budget for p in points}),
                                   cfg.budget.convention, grid_ratio(cfg.sweep), cfg.sweep.refine_sizes)
         for note in notes:
-            say(f"refine: {note}")
+            log.info(f"refine: {note}")
         if not edges:
-            say("refine: every budget's minimum lies inside its sizes; nothing to add")
+            log.info("refine: every budget's minimum lies inside its sizes; nothing to add")
             return []
         known = {p.plan.run_id for p in points}
         extras = []
@@ -337,18 +338,18 @@ class IsoflopSweeper(Sweeper):
                     known.add(point.plan.run_id)
                     added.append(point)
             sizes = ", ".join(f"{p.plan.params.total:.3g}" for p in added) or "none"
-            say(f"refine: {edge.describe()}; adding N = {sizes}{stopped}")
+            log.info(f"refine: {edge.describe()}; adding N = {sizes}{stopped}")
             extras += added
         over = repeating(extras, unique_tokens) if cfg.data.repeat_policy == "refuse" else []
         if over:
-            say(f"refine: not adding N = {', '.join(f'{p.plan.params.total:.3g}' for p in over)}: they need more "
+            log.info(f"refine: not adding N = {', '.join(f'{p.plan.params.total:.3g}' for p in over)}: they need more "
                 f"than the {unique_tokens:,} unique training tokens (data.repeat_policy=refuse)")
             extras = [p for p in extras if p not in over]
         if extras:
             rows = plan_rows(extras, flops_per_s, self._states(extras, sweep_dir))
-            say(format_table(rows))
+            log.info(format_table(rows))
             for warning in plan_warnings(rows, unique_tokens, cfg.budget.min_steps):
-                say(f"warning: {warning}")
+                log.warning(f"{warning}")
         return extras
 
     def _summarise(self, points: list[GridPoint], before: dict, sweep_dir: Path, finished=FINISHED) -> dict:
@@ -371,6 +372,6 @@ class IsoflopSweeper(Sweeper):
         with metadata_lock(sweep_dir):
             self._write_plan(sweep_dir, points, plan_rows(points, self._flops_per_s, after))
             atomic_write_json(sweep_dir / "summary.json", summary)
-        say("summary: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "points")
+        log.info("summary: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "points")
             + f" (of {len(points)} runs); results in {csv_path}")
         return summary

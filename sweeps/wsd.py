@@ -242,7 +242,8 @@ def adjust_rows(rows: list[dict], layout: WsdLayout, throughput) -> None:
     for row in rows:
         point = by_id.get(row["run_id"])
         if point is not None and point.plan.run_id in layout.trunk_of:
-            row["est_s"] *= point.plan.schedule.cooldown_steps / point.plan.budget.steps
+            row["est_s"] = throughput.for_plan(point.plan, point.plan.schedule.cooldown_steps
+                                               * point.plan.budget.batch_tokens)
 
 
 def trunk_table(layout: WsdLayout, throughput, states: dict[str, str]) -> str:
@@ -254,7 +255,7 @@ def trunk_table(layout: WsdLayout, throughput, states: dict[str, str]) -> str:
     for trunk in layout.trunks:
         plan = trunk.plan
         tokens = trunk.steps * plan.budget.batch_tokens
-        est = throughput.seconds(plan.flops_per_token["6N+attn"] * tokens, tokens)
+        est = throughput.for_plan(plan, tokens)
         total += est
         branches = " ".join(f"{c:.3g}@{s}" for c, s in trunk.branches)
         shape = f"{plan.shape.n_layer}x{plan.shape.d_model}"

@@ -36,3 +36,12 @@ def demo_corpus():
     from train.data import DataConfig, prepare_data
     vocab_size = OmegaConf.load(REPO / "configs" / "sweep" / "demo.yaml").data.vocab_size
     return prepare_data(DataConfig(vocab_size=vocab_size))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), every test that talks
+    to the localhost SLURM cluster runs in one worker: the cluster's daemons and state are one per
+    machine, and two workers starting or stopping them at once would race."""
+    for item in items:
+        if item.get_closest_marker("slurm") or item.module.__name__.endswith("test_infra_slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))

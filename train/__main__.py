@@ -12,6 +12,7 @@ an unknown key is an error. The main ones:
     model.seq_len model.tie_embeddings data.vocab_size   the settings that matter most on a small corpus
     optim.lr=<peak LR>                        overrides the size rule (optim.lr_rule)
     out_dir=<run dir> seed=<int> wandb.mode=online|offline|disabled
+    log_level=debug|info|warning|error        console verbosity; each run keeps every line in train.log
     dry_run=true                              print the plan as one JSON line and train nothing
     divergence_factor / divergence_window / divergence_patience   the loss-spike check (docs/reliability.md)
     retry_diverged=true                       train a run that ended `diverged` again, from step 0
@@ -59,15 +60,18 @@ def in_sweep() -> bool:
 def _hydra_main(cfg: DictConfig) -> dict | None:
     from train.run.lifecycle import cli_errors, run_training
     from train.run.results_table import update_results_csv, write_results_csv
+    from train.logs import setup_logging
     if in_sweep():
         # One job of a sweep: errors go back to the sweeper as a failed job, and the sweep's
         # results table is brought up to date as each run ends.
         try:
+            setup_logging(cfg.log_level)
             return run_training(cfg)
         finally:
             if cfg.sweep.out_dir:  # a plain `python -m train --multirun` has no sweep directory
                 write_results_csv(Path(cfg.sweep.out_dir))
     with cli_errors():  # one `error: ...` line and a distinct exit code (train/run/lifecycle.py)
+        setup_logging(cfg.log_level)
         if cfg.dry_run:
             from train.plan import make_plan
             print(json.dumps(make_plan(cfg).to_dict()))

@@ -159,6 +159,9 @@ class TrainConfig:
     # again from step 0 (its old result and checkpoints are removed), e.g. after changing the
     # divergence check, which is not part of the run id. `failed` runs are always retried.
     retry_diverged: bool = False
+    # Console verbosity: debug | info | warning | error; None = $ISOFLOP_LOG_LEVEL, else info
+    # (train/logs.py). Each run's train.log keeps every level whatever this says.
+    log_level: Optional[str] = None
 
 
 def register_configs() -> None:

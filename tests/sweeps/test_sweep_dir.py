@@ -66,7 +66,7 @@ def test_the_plan_warns_when_runs_are_mostly_embedding(tmp_path):
     proc = run_cli("-m", "sweeps", "sweep=demo", "data.vocab_size=4096", "sweep.budgets=[1e12]", "sweep.tokens_per_param=5",
                    f"sweep.out_dir={tmp_path / 's'}", "dry_run=true", env=ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    line = next(line for line in proc.stdout.splitlines() if "mostly embedding" in line)
+    line = next(line for line in proc.stderr.splitlines() if "mostly embedding" in line)
     assert line.startswith("warning: 4 of 5 runs are mostly embedding; N=") and "smaller data.vocab_size" in line
     demo = run_cli("-m", "sweeps", "sweep=demo", f"sweep.out_dir={tmp_path / 'd'}", "dry_run=true", env=ENV)
-    assert demo.returncode == 0 and "mostly embedding" not in demo.stdout
+    assert demo.returncode == 0 and "mostly embedding" not in demo.stdout + demo.stderr

@@ -23,12 +23,12 @@ Steps and sharding (DDP)
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from typing import Iterator
 
 import numpy as np
 
+from train.logs import get_logger
 from .errors import DataError, RepeatedDataWarning
 
 
@@ -247,6 +247,6 @@ def check_repeats(tokens_needed: int, unique_tokens: int, policy: str = "warn", 
             raise DataError(f"data.repeat_policy=refuse: {msg}; lower the budget, use a larger corpus, "
                             "or set data.repeat_policy=warn")
         if not quiet:
-            print(f"[data] warning: {msg}", file=sys.stderr, flush=True)
+            get_logger("data").warning(msg)
         warnings.warn(msg, RepeatedDataWarning, stacklevel=2)
     return epochs

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,9 @@ EMBEDDED_FORMAT = f"embedded-v1:kjv-chapters:shakespeare-{SHAKESPEARE_DOC_CHARS}
 
 
 def log(msg: str) -> None:
-    print(f"[data] {msg}", file=sys.stderr, flush=True)
+    """Data preparation's progress: `[data] ...` on stderr (train/logs.py)."""
+    from train.logs import get_logger
+    get_logger("data").info(msg)
 
 
 def sha256_file(path: Path) -> str:

@@ -20,12 +20,12 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from train.logs import get_logger
 from train.plan.shapes import ModelShape
 
 RMS_NORM_EPS = 1e-5
@@ -57,7 +57,7 @@ def flash_attn_available() -> bool:
     broken, attention falls back to SDPA with a one-line note."""
     problem = flash_attn_problem()
     if problem and importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
-        print(f"note: {problem}; attention uses SDPA", file=sys.stderr, flush=True)
+        get_logger("run").warning(f"{problem}; attention uses SDPA")
     return problem is None
 
 

@@ -7,16 +7,17 @@ Exit codes of `python -m train` (docs/reliability.md):
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from train.logs import get_logger, parse_level, run_log
 from train.data import DataConfig, check_repeats, prepare_data
 from train.plan import RunPlan, make_plan
 from train.plan.errors import ConfigError
@@ -30,8 +31,7 @@ from train.run.rundir import (MetricsLog, RunLock, RunLocked, atomic_write_bytes
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def say(message: str) -> None:
-    print(message, flush=True)
+log = get_logger("run")
 
 
 # Above this share of embedding parameters a run's N is mostly its vocabulary table: the fit then
@@ -78,6 +78,8 @@ def check_run_settings(cfg) -> None:
     if cfg.optim.micro_batch_seqs is not None and cfg.optim.micro_batch_seqs < 0:
         raise bad("optim.micro_batch_seqs", f"must be positive (or null for the whole batch), got "
                                             f"{cfg.optim.micro_batch_seqs}")
+    if cfg.log_level is not None:
+        parse_level(cfg.log_level)
     if not 0 <= cfg.seed < 2 ** 32:
         raise bad("seed", f"must be an integer in [0, 2**32 - 1] (it seeds numpy and torch), got {cfg.seed}")
     from train.plan.hparams import check_schedule
@@ -187,7 +189,7 @@ def run_training(cfg) -> dict | None:
     writable_dir(run_dir, "out_dir")
     heavy = mostly_embedding(plan, cfg)
     if heavy and not cfg.sweep.name:  # a sweep says it once, when it plans
-        say(f"warning: {heavy}")
+        log.warning(f"{heavy}")
     finished = _finished(run_dir, plan)
     if _done(cfg, finished):
         _say_done(plan, finished, run_dir)
@@ -220,11 +222,12 @@ def run_training(cfg) -> dict | None:
     if lock is None:
         if not cfg.sweep.name:
             raise RunLocked(f"{run_dir}: locked by another process ({RunLock(run_dir).holder()})")
-        say(f"run {plan.run_id}: locked by another process ({RunLock(run_dir).holder()}); skipping: "
+        log.info(f"run {plan.run_id}: locked by another process ({RunLock(run_dir).holder()}); skipping: "
             "that process trains it")
         return None
     try:
-        return _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir)
+        with run_log(run_dir) if world.is_main else contextlib.nullcontext():
+            return _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir)
     finally:
         if lock is not True:
             lock.release()
@@ -258,7 +261,7 @@ def _done(cfg, finished: dict | None) -> bool:
 
 def _say_done(plan: RunPlan, finished: dict, run_dir: Path) -> None:
     hint = "; retry_diverged=true trains it again" if finished["status"] == "diverged" else ""
-    say(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do{hint}")
+    log.info(f"run {plan.run_id}: already {finished['status']} in {run_dir}; nothing to do{hint}")
 
 
 def _discard_run(run_dir: Path) -> None:
@@ -299,7 +302,7 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
         _say_done(plan, finished, run_dir)
         return finished
     if world.is_main and finished is not None and finished["status"] == "diverged":  # retry_diverged=true
-        say(f"run {plan.run_id}: retrying a diverged run from step 0 ({finished.get('reason')})")
+        log.info(f"run {plan.run_id}: retrying a diverged run from step 0 ({finished.get('reason')})")
         _discard_run(run_dir)
     if world.is_main:
         remove_temp_files(run_dir)  # left by atomic writes that a crash interrupted
@@ -321,7 +324,7 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
     state = load_latest(run_dir)
     trunk = None
     if state is not None:
-        say(f"run {plan.run_id}: resuming from step {int(state['step'])}/{plan.budget.steps}")
+        log.info(f"run {plan.run_id}: resuming from step {int(state['step'])}/{plan.budget.steps}")
         trainer.load_state(state)
     elif plan.schedule.trunk_dir:  # a WSD branch: its cooldown starts from the trunk's checkpoint
         trunk = trunk_start(plan)
@@ -329,9 +332,9 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
             result = write_result(run_dir, plan, {"status": "diverged", "reason": trunk["reason"], "step": 0,
                                                   "tokens": 0, "val_loss": None, "train_loss": None, "wall_s": 0.0,
                                                   "train_wall_s": 0.0}) if world.is_main else None
-            say(f"run {plan.run_id}: diverged ({trunk['reason']})")
+            log.info(f"run {plan.run_id}: diverged ({trunk['reason']})")
             return result
-        say(f"run {plan.run_id}: branching from trunk {trunk['run_id']} at step {trunk['step']}/{plan.budget.steps}")
+        log.info(f"run {plan.run_id}: branching from trunk {trunk['run_id']} at step {trunk['step']}/{plan.budget.steps}")
         trainer.load_state(trunk.pop("state"), trunk_rows=trunk.pop("rows"))
         if world.is_main:
             atomic_write_json(run_dir / "trunk.json", trunk)
@@ -340,7 +343,7 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
     if state is not None and plan.schedule.trunk_dir:
         trunk = _branch_record(run_dir, plan)
 
-    say(f"run {plan.run_id}: {plan.params.total:,} params ({plan.shape.n_layer}x{plan.shape.d_model}), "
+    log.info(f"run {plan.run_id}: {plan.params.total:,} params ({plan.shape.n_layer}x{plan.shape.d_model}), "
         + (f"WSD trunk: to step {plan.end_step} of {plan.budget.steps} (its cooldown start), "
            if plan.schedule.is_trunk else "")
         + f"{plan.budget.tokens:,} tokens in {plan.budget.steps} steps of {plan.budget.batch_tokens:,}, "
@@ -365,7 +368,7 @@ def _train_locked(cfg, plan, world, device, dtype, data_cfg, prepared, run_dir: 
         result = write_result(run_dir, plan, outcome | {"epochs": epochs}, trunk)
         def loss(value):
             return "n/a" if value is None else f"{value:.4f}"
-        say(f"run {plan.run_id}: {result['status']}"
+        log.info(f"run {plan.run_id}: {result['status']}"
             + (f" ({result['reason']})" if result.get("reason") else "")
             + f"; final val loss {loss(result['final_val_loss'])}, train loss {loss(result['final_train_loss'])}, "
             f"{result['wall_s']:.1f}s")

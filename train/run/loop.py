@@ -7,13 +7,13 @@ import json
 import math
 import signal
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
 import torch
 
+from train.logs import get_logger
 from train.run import distributed, faults
 from train.run.checkpoint import save_checkpoint
 from train.plan.errors import ConfigError
@@ -21,6 +21,8 @@ from train.plan.flops import model_flops_per_token
 from train.run.optim import lr_at
 from train.run.rundir import MetricsLog, atomic_write_bytes, scrub_secrets
 from train.run.exit_codes import EXIT_PREEMPTED  # 75, sysexits' EX_TEMPFAIL: a temporary stop; run it again
+
+log = get_logger("run")
 
 # Preemption. SLURM sends SIGTERM when it preempts or cancels a job (then SIGKILL after its
 # KillWait/GraceTime), and --signal=USR1/USR2@T before the time limit (submitit uses USR2). On
@@ -260,9 +262,9 @@ class Trainer:
                 try:
                     loss = self._train_step(lr)
                     if self.device.type == "cuda" and self.world.is_main:  # the memory model's check
-                        print(f"first step: peak memory {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f} GiB "
-                              f"at a micro-batch of {self.batches.micro_batch_size} (planned: "
-                              f"{self.plan.micro_batch_seqs}, estimated {self.plan.est_peak_memory_gb} GiB)", flush=True)
+                        log.info(f"first step: peak memory {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f} GiB "
+                                 f"at a micro-batch of {self.batches.micro_batch_size} (planned: "
+                                 f"{self.plan.micro_batch_seqs}, estimated {self.plan.est_peak_memory_gb} GiB)")
                     return loss
                 except torch.cuda.OutOfMemoryError:
                     micro = self.batches.micro_batch_size
@@ -282,9 +284,8 @@ class Trainer:
                                                    rank=self.world.rank, world_size=self.world.size,
                                                    seed=self.cfg.seed, pin_memory=self.device.type == "cuda")
         self.batches.seek(self.step)
-        print(f"warning: out of memory at a micro-batch of {micro} sequences; retrying step {self.step + 1} "
-              f"with {smaller} x {local_seqs // smaller} accumulation steps (global batch unchanged)",
-              file=sys.stderr, flush=True)
+        log.warning(f"out of memory at a micro-batch of {micro} sequences; retrying step {self.step + 1} "
+                    f"with {smaller} x {local_seqs // smaller} accumulation steps (global batch unchanged)")
 
     @torch.no_grad()
     def evaluate(self, final: bool = True) -> float:
@@ -437,9 +438,8 @@ class Trainer:
         waited = time.time() - stop.received_at if stop.received_at else 0.0
         if self.logger is not None:
             self.logger.finish(exit_code=EXIT_PREEMPTED)
-        print(f"run {self.plan.run_id}: {name}: stopped at step {self.step}/{self.total_steps} with a checkpoint "
-              f"{waited:.1f}s after the signal; exit code {EXIT_PREEMPTED}; run the same command to resume",
-              flush=True)
+        log.info(f"run {self.plan.run_id}: {name}: stopped at step {self.step}/{self.total_steps} with a checkpoint "
+                 f"{waited:.1f}s after the signal; exit code {EXIT_PREEMPTED}; run the same command to resume")
         try:
             stop.chain()  # under submitit: its requeue (which exits); elsewhere nothing
         except Exception as error:  # submitit declines to requeue (UncompletedJobError): the job ends,
@@ -457,4 +457,4 @@ class Trainer:
         if "mfu" in row:
             parts.append(f"mfu {row['mfu']:.1%}")
         parts.append(f"{done:.0%} eta {_format_duration(eta)}")
-        print(" | ".join(parts), flush=True)
+        log.info(" | ".join(parts))

@@ -10,11 +10,11 @@ import csv
 import fcntl
 import io
 import json
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from train.run.checkpoint import list_checkpoints
+from train.logs import get_logger
 from train.run.rundir import atomic_write_bytes, read_result, run_is_locked
 
 RESULT_COLUMNS = ["flops", "params", "tokens", "loss", "budget", "run_id", "status", "convention",
@@ -99,7 +99,7 @@ def update_results_csv(sweep_dir: Path) -> None:
     try:
         write_results_csv(sweep_dir)
     except OSError as error:
-        print(f"warning: {Path(sweep_dir) / 'results.csv'} not updated: {error}", file=sys.stderr, flush=True)
+        get_logger("sweep").warning(f"{Path(sweep_dir) / 'results.csv'} not updated: {error}")
 
 
 def write_results_csv(sweep_dir: Path) -> Path:

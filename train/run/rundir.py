@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from train.run import faults
+from train.logs import get_logger
 
 RESULT_STATUSES = ("completed", "diverged", "failed")
 TEMP_SUFFIX = ".tmp"  # atomic writes' temp files: .<name>.<random>.tmp beside their target
@@ -25,7 +26,7 @@ os.umask(_UMASK)
 
 def warn(message: str) -> None:
     """A `warning: ...` line on stderr: a fault that the run survives, said once, plainly."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    get_logger("run").warning(message)
 
 
 SECRET_ENV = ("WANDB_API_KEY",)  # environment variables whose values must never be written
