@@ -192,6 +192,16 @@ def test_hub_tokenizer_from_a_local_folder(tmp_path):
     assert d.eos_id == load_tokenizer(d.tokenizer_path).token_to_id("</s>")
     assert sorted(_documents(d)) == sorted(TEXTS)
     assert prepare_data(cfg).cache_key == d.cache_key  # a cache hit
+    # the export's tokenizer ends text with the data's end-of-text token, not the first candidate
+    import dataclasses
+
+    import yaml
+
+    from train.export import run_tokenizer
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({"data": dataclasses.asdict(cfg), "model": {"seq_len": 64}}))
+    exported, eos = run_tokenizer(tmp_path / "run")
+    assert exported.eos_token == "</s>" and exported.eos_token_id == eos == d.eos_id
     # the folder's content is the key: another tokenizer there is another cache entry
     _save_tokenizer(folder, 280)
     assert prepare_data(cfg).cache_key != d.cache_key

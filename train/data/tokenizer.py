@@ -55,6 +55,9 @@ def tokenizer_spec(cfg: DataConfig, download: bool = True) -> dict:
     if cfg.tokenizer == "hub":
         # the content, not only the name: a new revision of the same model id is another key
         tok, eos = hub_tokenizer(cfg, download=download)
+        if tok.get_vocab_size() > cfg.vocab_size:  # known now: say so before any corpus work
+            raise DataError(f"data.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's "
+                            f"{tok.get_vocab_size()} tokens")
         return {"kind": "hub", "name": cfg.tokenizer_name, "revision": cfg.tokenizer_revision,
                 "sha256": tokenizer_sha256(tok.to_str()), "eos_id": eos}
     path = Path(cfg.tokenizer_file).expanduser()
