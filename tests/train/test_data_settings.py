@@ -31,7 +31,8 @@ def test_run_id_counts_a_revision_only_when_set():
     from train.plan import make_plan
     unpinned = make_plan(config(*HF)).run_id
     assert make_plan(config(*HF, "data.hf_revision=null")).run_id == unpinned
-    assert make_plan(config(*HF, "data.hf_revision=v1")).run_id not in (unpinned, make_plan(config(*HF, "data.hf_revision=v2")).run_id)
+    v1, v2 = (make_plan(config(*HF, f"data.hf_revision={rev}")).run_id for rev in ("v1", "v2"))
+    assert len({unpinned, v1, v2}) == 3
 
 
 def test_a_sweep_recorded_before_the_new_fields_keeps_its_identity(tmp_path):

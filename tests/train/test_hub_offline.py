@@ -100,6 +100,7 @@ def _save_tokenizer(folder: Path, vocab: int, eos: str = "</s>") -> Path:
     from train.data.tokenizer import train_bpe
     tok = train_bpe([TEXTS], vocab)
     tok.add_special_tokens([eos])
+    tok.enable_truncation(16)  # as some Hub tokenizer.json files have: the pipeline must keep documents whole
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos).save_pretrained(str(folder))
     return folder
 

@@ -137,8 +137,9 @@ def hub_tokenizer(cfg: DataConfig, download: bool = True) -> tuple[Any, int]:
     """(the `tokenizers.Tokenizer`, its end-of-text id) of ``data.tokenizer_name``: a local folder of
     tokenizer files, or a Hub model id read from the Hugging Face cache, and from the Hub only when
     it is not there, the Hub is reachable and ``download`` is true. Loaded with
-    `transformers.AutoTokenizer` (fast tokenizers only); the end-of-text id is the tokenizer's own ``eos_token``, else the first of
-    EOS_CANDIDATES it has. Truncation and padding are turned off: every document is kept whole."""
+    `transformers.AutoTokenizer` (fast tokenizers only); the end-of-text id is the tokenizer's own
+    ``eos_token``, else the first of EOS_CANDIDATES it has. Truncation and padding are turned off:
+    every document is kept whole."""
     from transformers import AutoTokenizer
 
     name, revision = cfg.tokenizer_name, cfg.tokenizer_revision
