@@ -72,6 +72,10 @@ def test_uncached_revision_fails_fast_offline_naming_it(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match=r"^data\.hf_name: 'org/corpus' at revision 'v1' is not in the cache "):
         load_corpus(_hf_cfg(hf_revision="v1", cache_dir=str(tmp_path)))
+    # a local folder as hf_name has no revisions (`datasets` would ignore one): refused, not ignored
+    from train.data import prepare_data
+    with pytest.raises(DataError, match=r"^data\.hf_revision: applies to a Hub dataset, not to the local folder"):
+        prepare_data(DataConfig(source="hf", hf_name=str(tmp_path), hf_revision="v1", cache_dir=str(tmp_path)))
 
 
 @pytest.mark.parametrize("kw,match", [

@@ -146,6 +146,9 @@ def fingerprint(cfg: DataConfig) -> str:
         # loading it. The revision joins the identity only when set: unpinned keys stay as they were.
         ident = [cfg.hf_name, cfg.hf_subset, cfg.hf_split, cfg.text_column, cfg.hf_streaming]
         if cfg.hf_revision is not None:
+            if Path(cfg.hf_name).expanduser().is_dir():  # `datasets` would ignore it there
+                raise DataError(f"data.hf_revision: applies to a Hub dataset, not to the local folder "
+                                f"{cfg.hf_name!r}; remove it")
             ident.append({"revision": cfg.hf_revision})
         h.update(("hf:" + json.dumps(ident)).encode())
     else:
