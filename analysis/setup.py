@@ -34,6 +34,9 @@ RUN_KEYS = (
     "divergence_window",
 )
 MAX_DIFFS = 6
+# Data fields added after runs were first recorded (train/data/config.py, UNSET_NOT_IN_IDENTITY):
+# unset, they are left out of the setup, so runs recorded before them share the setup of new ones.
+UNSET_ABSENT = ("data.hf_revision", "data.tokenizer_name", "data.tokenizer_revision")
 
 
 def _is_run_key(key: str) -> bool:
@@ -66,7 +69,8 @@ def read_setup(run_dir: str) -> dict | None:
         raise AnalysisError(f"{fn}: cannot read the run's config ({e})") from None
     if not isinstance(cfg, dict):
         raise AnalysisError(f"{fn}: not a config mapping")
-    return {k: v for k, v in flatten(cfg).items() if not _is_run_key(k)}
+    return {k: v for k, v in flatten(cfg).items()
+            if not _is_run_key(k) and not (k in UNSET_ABSENT and v is None)}
 
 
 def _value(v) -> str:

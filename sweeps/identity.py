@@ -43,13 +43,18 @@ def _flatten(value: Any, prefix: str, out: dict) -> None:
 
 
 def config_identity(cfg) -> dict[str, Any]:
-    """The identity as flat `group.key: value` pairs, values resolved."""
+    """The identity as flat `group.key: value` pairs, values resolved. Data fields added after
+    sweeps were first recorded count only when set (train/data/config.py), so that a sweep
+    recorded before them still matches its own config."""
+    from train.data.config import UNSET_NOT_IN_IDENTITY
+
     flat: dict[str, Any] = {}
     for key in INCLUDED:
         node = cfg.get(key)
         value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
         _flatten(value, key, flat)
-    return {k: v for k, v in sorted(flat.items()) if k not in EXCLUDED}
+    unset = {f"data.{name}" for name in UNSET_NOT_IN_IDENTITY}
+    return {k: v for k, v in sorted(flat.items()) if k not in EXCLUDED and not (k in unset and v is None)}
 
 
 def differences(recorded: dict, current: dict) -> list[str]:

@@ -1,6 +1,9 @@
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,14 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Without data.cache_dir the `datasets` library writes to its own cache (docs/data.md): the tests
+# use a Hugging Face cache of their own, never the machine's ~/.cache/huggingface (subprocesses
+# inherit it). Set before `datasets` or `huggingface_hub` is imported: both read it at import.
+_HF_HOME = tempfile.mkdtemp(prefix="isoflop-tests-hf-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_HF_HOME, "datasets")
+os.environ["HF_HUB_CACHE"] = os.path.join(_HF_HOME, "hub")
 
 
 def run_cli(*args: str, cwd: Path = REPO, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:

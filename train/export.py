@@ -113,7 +113,7 @@ def run_tokenizer(run_dir: Path):
     if not config.is_file():
         raise ExportError(f"run_dir: {run_dir} has no config.yaml (not a run directory of `python -m train`)")
     prepared = prepare_data(DataConfig.from_any(OmegaConf.load(config).data))  # the cache: no work
-    tokenizer = hf_tokenizer(prepared.tokenizer_path)
+    tokenizer = hf_tokenizer(prepared.tokenizer_path, eos_token=prepared.meta["tokenizer"].get("eos"))
     tokenizer.pad_token = tokenizer.eos_token
     tokenizer.model_max_length = int(OmegaConf.load(config).model.seq_len)
     if tokenizer.eos_token_id != prepared.eos_id:

@@ -498,3 +498,50 @@ def test_default_preset_matches_dataclass_defaults():
     preset = DataConfig.from_any(node)
     assert preset.unique_tokens == 3_029_529
     assert dataclasses.replace(preset, unique_tokens=None) == DataConfig()
+
+
+# ---------------------------------------------------------------------------------------------
+# token ids in the memmap's dtype from the start; the datasets cache that is used
+
+
+def test_tokenized_column_is_the_memmap_dtype_and_the_bins_match_a_plain_retokenization(tmp_path, embedded):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    from train.data.prepare import tokenize
+    tok = load_tokenizer(embedded.tokenizer_path)
+    ds = Dataset.from_dict({"text": ["In the beginning", "God created the heaven and the earth."]})
+    for dtype, arrow in ((np.uint16, pa.uint16()), (np.uint32, pa.uint32())):
+        tokd = tokenize(ds, tok, 0, np.dtype(dtype))
+        assert tokd.data.schema.field("ids").type == pa.list_(arrow)  # no int64 list in the Arrow cache
+        assert tokd["ids"][0] == tok.encode("In the beginning").ids + [0]
+    # the prepared train.bin/val.bin equal the documents tokenized one by one with numpy, no datasets
+    rng = np.random.default_rng(2)
+    texts = [" ".join(rng.choice(WORDS, int(rng.integers(5, 80)))) for _ in range(50)]
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table({"text": texts}), tmp_path / "pq" / "part0.parquet")
+    d = prepare_data(DataConfig(source="parquet", paths=[str(tmp_path / "pq")], tokenizer="file",
+                                tokenizer_file=embedded.tokenizer_path, cache_dir=str(tmp_path / "cache")))
+    train_idx, val_idx = split_documents(np.array([len(t) for t in texts]), d.meta["config"]["val_fraction"], 0)
+    for path, idx in ((d.train_path, train_idx), (d.val_path, val_idx)):
+        want = np.concatenate([np.array(tok.encode(texts[i]).ids + [d.eos_id], dtype=np.uint16) for i in idx])
+        assert Path(path).read_bytes() == want.tobytes()
+
+
+def test_datasets_cache_is_its_own_unless_cache_dir_is_set(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv(P.ENV_CACHE, str(tmp_path / "project"))
+    assert P.hf_cache_dir(None) is None and P.hf_cache_dir(str(tmp_path / "c")) == tmp_path / "c" / "_hf"
+    own = Path(datasets.config.HF_DATASETS_CACHE)  # the tests' own HF_HOME (tests/conftest.py)
+    assert str(own).startswith(os.environ["HF_HOME"])
+    before = set(own.rglob("*.arrow"))
+    corpus = write_text_corpus(tmp_path / "corpus", n_files=3, paras=5, seed=5)
+    d = prepare_data(DataConfig(source="text", paths=[str(corpus)], sample_by="paragraph", vocab_size=300))
+    assert Path(d.dir).parent == tmp_path / "project" / "data"
+    assert set(own.rglob("*.arrow")) - before, "the text corpus is read into datasets' own cache"
+    assert not (tmp_path / "project" / "data" / "_hf").exists()
+    pinned = prepare_data(DataConfig(source="text", paths=[str(corpus)], sample_by="paragraph", vocab_size=300,
+                                     cache_dir=str(tmp_path / "mine")))
+    assert Path(pinned.dir).parent == tmp_path / "mine" and list((tmp_path / "mine" / "_hf").rglob("*.arrow"))

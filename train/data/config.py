@@ -13,10 +13,18 @@ from typing import Any, List, Optional
 from .errors import DataError
 
 SOURCES = ("embedded", "text", "parquet", "hf", "prepared")
-TOKENIZERS = ("bpe", "gpt2", "file")
+TOKENIZERS = ("bpe", "gpt2", "file", "hub")
 SAMPLE_BY = ("document", "paragraph", "line")
 REPEAT_POLICIES = ("warn", "refuse")
 GPT2_VOCAB = 50257  # 50,000 merges + 256 byte tokens + <|endoftext|>
+# Fields added after run ids and sweep identities were first recorded: while unset (None) they are
+# left out of both, so that runs and sweeps recorded before them keep their ids.
+UNSET_NOT_IN_IDENTITY = ("hf_revision", "tokenizer_name", "tokenizer_revision")
+
+
+def identity_items(data: dict) -> dict:
+    """``data`` (a data config as a dict) without the UNSET_NOT_IN_IDENTITY fields left unset."""
+    return {k: v for k, v in data.items() if not (k in UNSET_NOT_IN_IDENTITY and v is None)}
 
 
 @dataclass
@@ -37,17 +45,26 @@ class DataConfig:
     hf_name: Optional[str] = None
     hf_subset: Optional[str] = None
     hf_split: str = "train"
+    # hf source: the dataset's revision on the Hub (a branch, tag or commit; None: the default
+    # branch). Part of the cache key: another revision is another cache entry.
+    hf_revision: Optional[str] = None
     # stream the hf dataset and keep the first `max_documents` (needs max_documents)
     hf_streaming: bool = False
     # keep only the first N documents of the source (None: all)
     max_documents: Optional[int] = None
     # bpe: byte-level BPE trained here on the training split; gpt2: the GPT-2 BPE files;
-    # file: a tokenizer.json of your own (`tokenizer_file`)
+    # file: a tokenizer.json of your own (`tokenizer_file`); hub: a (fast) tokenizer of the
+    # Hugging Face Hub by model id, or a local folder of tokenizer files (`tokenizer_name`)
     tokenizer: str = "bpe"
     tokenizer_file: Optional[str] = None
+    # hub: a model id (gpt2, meta-llama/Llama-3.2-1B) or a folder; read from the Hugging Face
+    # cache first, from the Hub only when it is not there
+    tokenizer_name: Optional[str] = None
+    # hub: the model repository's revision (a branch, tag or commit; None: the default branch)
+    tokenizer_revision: Optional[str] = None
     # bpe: the size to train (2048 keeps tiny CPU models from being mostly embedding);
-    # gpt2/file: the model's vocabulary, at least the tokenizer's (50257 for gpt2; padding such
-    # as 50304 is allowed and changes nothing in the data)
+    # gpt2/file/hub: the model's vocabulary, at least the tokenizer's (50257 for gpt2; padding
+    # such as 50304 is allowed and changes nothing in the data)
     vocab_size: int = 2048
     # share of the corpus (in characters) held out for validation, by whole documents
     val_fraction: float = 0.02
@@ -91,6 +108,19 @@ class DataConfig:
             raise bad("max_documents", f"must be at least 2 (train and val), got {self.max_documents}")
         if self.tokenizer == "file" and not self.tokenizer_file:
             raise bad("tokenizer_file", "is empty; data.tokenizer=file needs a tokenizer.json path")
+        for name in ("hf_revision", "tokenizer_name", "tokenizer_revision"):
+            if getattr(self, name) is not None and not str(getattr(self, name)).strip():
+                raise bad(name, "is an empty string; give a value, or null to leave it unset")
+        if self.hf_revision is not None and self.source != "hf":
+            raise bad("hf_revision", f"applies to data.source=hf only, not {self.source!r}; remove it "
+                                     "(or set it to null)")
+        for name in ("tokenizer_name", "tokenizer_revision"):
+            if getattr(self, name) is not None and self.tokenizer != "hub":
+                raise bad(name, f"applies to data.tokenizer=hub only, not {self.tokenizer!r}; remove it "
+                                "(or set data.tokenizer=hub)")
+        if self.tokenizer == "hub" and self.source != "prepared" and not self.tokenizer_name:
+            raise bad("tokenizer_name", "is empty; data.tokenizer=hub needs a Hub model id (e.g. gpt2) "
+                                        "or a local folder of tokenizer files")
         if self.tokenizer == "bpe" and not 257 <= self.vocab_size <= 65535 + 1:
             raise bad("vocab_size", f"{self.vocab_size} is outside [257, 65536] for a byte-level BPE "
                                     "(256 byte tokens + <|endoftext|> at least)")

@@ -143,8 +143,14 @@ def fingerprint(cfg: DataConfig) -> str:
             h.update(f"{f.name}:{memo.sha(f)}\n".encode())
         memo.save()
     elif cfg.source == "hf":
-        # A hub dataset is identified by its name; its content is not known before loading it.
+        # A hub dataset is identified by its name (and revision); its content is not known before
+        # loading it. The revision joins the identity only when set: unpinned keys stay as they were.
         ident = [cfg.hf_name, cfg.hf_subset, cfg.hf_split, cfg.text_column, cfg.hf_streaming]
+        if cfg.hf_revision is not None:
+            if Path(cfg.hf_name).expanduser().is_dir():  # `datasets` would ignore it there
+                raise DataError(f"data.hf_revision: applies to a Hub dataset, not to the local folder "
+                                f"{cfg.hf_name!r}; remove it")
+            ident.append({"revision": cfg.hf_revision})
         h.update(("hf:" + json.dumps(ident)).encode())
     else:
         raise DataError(f"data.source: {cfg.source!r} has no corpus fingerprint")
@@ -203,7 +209,10 @@ def load_corpus(cfg: DataConfig) -> Any:
     """The corpus as a `datasets.Dataset` with a single ``text`` column, blank documents dropped."""
     import datasets
 
-    hf_cache = str(P.hf_cache_dir(cfg.cache_dir))
+    # None: the datasets library's own cache (HF_DATASETS_CACHE / HF_HOME), so an existing Hugging
+    # Face cache is reused; with data.cache_dir set, <cache_dir>/_hf
+    hf_cache = P.hf_cache_dir(cfg.cache_dir)
+    hf_cache = str(hf_cache) if hf_cache is not None else None
     if cfg.source == "embedded":
         ds = datasets.Dataset.from_dict({"text": embedded_documents()})
     elif cfg.source == "text":
@@ -245,13 +254,18 @@ def _procs(cfg: DataConfig, n_rows: int) -> int | None:
     return cfg.num_proc if cfg.num_proc > 1 and n_rows >= 10_000 else None
 
 
-def _load_hf(cfg: DataConfig, hf_cache: str) -> Any:
+def _hf_what(cfg: DataConfig) -> str:
+    revision = f", revision {cfg.hf_revision!r}" if cfg.hf_revision is not None else ""
+    return f"{cfg.hf_name!r} (subset {cfg.hf_subset!r}, split {cfg.hf_split!r}{revision})"
+
+
+def _load_hf(cfg: DataConfig, hf_cache: str | None) -> Any:
     import datasets
 
     try:
         if not cfg.hf_streaming:
             return datasets.load_dataset(cfg.hf_name, cfg.hf_subset, split=cfg.hf_split,
-                                         cache_dir=hf_cache)
+                                         cache_dir=hf_cache, revision=cfg.hf_revision)
         # Streaming: read the first max_documents rows once and keep them as local parquet
         # shards, so that tokenizing (and any later rebuild) works offline.
         return _materialize_stream(cfg, hf_cache)
@@ -259,8 +273,8 @@ def _load_hf(cfg: DataConfig, hf_cache: str) -> Any:
         raise
     except Exception as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
-        raise DataError(f"data.hf_name: cannot load {cfg.hf_name!r} (subset {cfg.hf_subset!r}, split "
-                        f"{cfg.hf_split!r}); it needs a network the first time: {first}") from e
+        raise DataError(f"data.hf_name: cannot load {_hf_what(cfg)}; it needs a network the first time: "
+                        f"{first}") from e
 
 
 HUB_CHECK_TIMEOUT_S = 3.0
@@ -288,34 +302,41 @@ def check_hub_if_uncached(cfg: DataConfig) -> None:
     """A streamed Hub corpus not yet in the cache needs the Hub: a one-line DataError at once when
     it cannot be reached (before `datasets` is even imported), instead of the client's retries."""
     if cfg.source == "hf" and cfg.hf_streaming:
-        out = _stream_dir(cfg, str(P.hf_cache_dir(cfg.cache_dir)))
+        out = stream_dir(cfg)
         if not (out / "_complete").is_file():
             _check_hub(cfg, out)
 
 
-def _stream_dir(cfg: DataConfig, hf_cache: str) -> Path:
-    ident = json.dumps([cfg.hf_name, cfg.hf_subset, cfg.hf_split, cfg.text_column, cfg.max_documents])
-    return Path(hf_cache) / f"stream-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+def stream_dir(cfg: DataConfig) -> Path:
+    """The folder of a streamed hf dataset's first ``max_documents`` rows (parquet shards), in the
+    project's data cache; named by the dataset, its revision (when set) and the row count."""
+    ident = [cfg.hf_name, cfg.hf_subset, cfg.hf_split, cfg.text_column, cfg.max_documents]
+    if cfg.hf_revision is not None:
+        ident.append({"revision": cfg.hf_revision})
+    digest = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
+    return P.stream_root(cfg.cache_dir) / f"stream-{digest}"
 
 
 def _check_hub(cfg: DataConfig, where: Path) -> None:
     why = hub_unreachable()
     if why:
-        raise DataError(f"data.hf_name: {cfg.hf_name!r} is not in the cache ({where}) and the Hugging Face Hub "
-                        f"is unreachable: {why}; it needs a network the first time")
+        revision = f" at revision {cfg.hf_revision!r}" if cfg.hf_revision is not None else ""
+        raise DataError(f"data.hf_name: {cfg.hf_name!r}{revision} is not in the cache ({where}) and the Hugging "
+                        f"Face Hub is unreachable: {why}; it needs a network the first time")
 
 
-def _materialize_stream(cfg: DataConfig, hf_cache: str) -> Any:
+def _materialize_stream(cfg: DataConfig, hf_cache: str | None) -> Any:
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out = _stream_dir(cfg, hf_cache)
+    out = stream_dir(cfg)
     done = out / "_complete"
     if not done.is_file():
         _check_hub(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
-        stream = datasets.load_dataset(cfg.hf_name, cfg.hf_subset, split=cfg.hf_split, streaming=True)
+        stream = datasets.load_dataset(cfg.hf_name, cfg.hf_subset, split=cfg.hf_split, streaming=True,
+                                       revision=cfg.hf_revision)
         buf, shard, n = [], 0, 0
         for row in stream:
             if cfg.text_column not in row:

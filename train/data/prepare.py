@@ -6,9 +6,11 @@ Steps (``prepare_data``):
 2. Load the corpus with `datasets` (one document per row), hold out whole documents for
    validation: a seeded permutation of the documents, taken until ``val_fraction`` of the
    characters is reached (at least one document on each side).
-3. Train the byte-level BPE on the training documents only (or load GPT-2 / a file).
+3. Train the byte-level BPE on the training documents only (or load GPT-2 / a file / a Hugging
+   Face tokenizer).
 4. Tokenize with ``Dataset.map(batched=True, num_proc=...)``; every document ends with the
-   end-of-text token, so documents never run into each other without a separator.
+   end-of-text token, so documents never run into each other without a separator. The ids are
+   stored in the memmap's dtype from the start (the Arrow column is a list of uint16 or uint32).
 5. Write each split, in the corpus's document order, as one flat array: uint16 when the
    vocabulary fits (< 65,536 ids), else uint32. Everything is written into a temporary folder that
    is renamed into place, so concurrent callers (DDP ranks) and interrupted runs never see a
@@ -34,7 +36,7 @@ from . import paths as P
 from .config import DataConfig
 from .corpora import check_hub_if_uncached, fingerprint, load_corpus, log, sha256_file, _procs
 from .errors import DataError
-from .tokenizer import EOS, build_tokenizer, eos_id, tokenizer_spec
+from .tokenizer import EOS, HubTokenizerNotCached, build_tokenizer, eos_id, hub_tokenizer, tokenizer_spec
 
 META_FORMAT = 1
 # Bump when the preparation changes in a way that changes the tokens: it is part of the key.
@@ -99,12 +101,14 @@ class PreparedData:
                             f"than the prepared data's ({self.vocab_size}, {self.meta_path})")
 
 
-def cache_key(cfg: DataConfig, corpus_fingerprint: str | None = None) -> str:
-    """sha256 of the corpus content fingerprint and everything that changes the tokens."""
+def cache_key(cfg: DataConfig, corpus_fingerprint: str | None = None, *, download: bool = True) -> str:
+    """sha256 of the corpus content fingerprint and everything that changes the tokens.
+    ``download=False``: a Hub tokenizer (data.tokenizer=hub) is read from the Hugging Face cache
+    only (HubTokenizerNotCached when it is not there)."""
     parts = {
         "pipeline": PIPELINE_VERSION,
         "corpus": corpus_fingerprint or fingerprint(cfg),
-        "tokenizer": tokenizer_spec(cfg),
+        "tokenizer": tokenizer_spec(cfg, download=download),
         "vocab_size": cfg.vocab_size,
         "val_fraction": cfg.val_fraction,
         "split_seed": cfg.split_seed,
@@ -139,7 +143,10 @@ def find_prepared(cfg: Any) -> PreparedData | None:
     cfg = DataConfig.from_any(cfg).validate()
     if cfg.source == "prepared":
         return load_prepared(cfg.paths[0], vocab_size=cfg.vocab_size, tokenizer=cfg.tokenizer)
-    key = cache_key(cfg, fingerprint(cfg))
+    try:
+        key = cache_key(cfg, fingerprint(cfg), download=False)
+    except HubTokenizerNotCached:
+        return None
     out = P.data_dir(cfg.cache_dir) / f"{_safe(cfg.name)}-{key[:16]}"
     if not (out / "meta.json").is_file():
         return None
@@ -251,6 +258,26 @@ def _progress_bars(on: bool):
         (datasets.enable_progress_bars if was else datasets.disable_progress_bars)()
 
 
+def tokenize(ds: Any, tok: Any, eos: int, dtype: np.dtype, num_proc: int | None = None) -> Any:
+    """``ds`` (a ``text`` column) as columns ``ids`` (each document's token ids followed by ``eos``,
+    a list of ``dtype``: the memmap's, so the Arrow cache holds no int64 and writing the memmap
+    converts nothing) and ``n_tokens``."""
+    import datasets
+
+    dtype = np.dtype(dtype)
+    features = datasets.Features({"ids": datasets.List(datasets.Value(dtype.name)),
+                                  "n_tokens": datasets.Value("int64")})
+
+    def encode(batch: dict) -> dict:
+        enc = tok.encode_batch(batch["text"], add_special_tokens=False)
+        # numpy refuses (OverflowError) an id that the dtype cannot hold: never wrapped silently
+        ids = [np.array(e.ids + [eos], dtype=dtype) for e in enc]
+        return {"ids": ids, "n_tokens": [len(x) for x in ids]}
+
+    return ds.map(encode, batched=True, batch_size=1000, num_proc=num_proc, remove_columns=["text"],
+                  features=features, desc="tokenizing")
+
+
 def _build(cfg: DataConfig, key: str, fp: str, out: Path) -> PreparedData:
     t0 = time.time()
     log(f"preparing {cfg.name!r} (source={cfg.source}, tokenizer={cfg.tokenizer}, "
@@ -280,9 +307,12 @@ def _build_loaded(cfg: DataConfig, key: str, fp: str, out: Path, ds: Any, t0: fl
     train_ds = ds.select(train_idx)
     if cfg.tokenizer == "bpe":
         log(f"training a byte-level BPE of {cfg.vocab_size} tokens on the training documents")
-    batches = (b["text"] for b in train_ds.iter(batch_size=1000))
-    tok = build_tokenizer(cfg, batches, length=len(train_ds))
-    eos = eos_id(tok)
+    if cfg.tokenizer == "hub":
+        tok, eos = hub_tokenizer(cfg)
+    else:
+        batches = (b["text"] for b in train_ds.iter(batch_size=1000))
+        tok = build_tokenizer(cfg, batches, length=len(train_ds))
+        eos = eos_id(tok)
     tok_vocab = tok.get_vocab_size()
     if tok_vocab > cfg.vocab_size:
         raise DataError(f"data.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's "
@@ -291,20 +321,13 @@ def _build_loaded(cfg: DataConfig, key: str, fp: str, out: Path, ds: Any, t0: fl
 
     # tokenize every document, ending each with eos
     t2 = time.time()
-
-    def encode(batch: dict) -> dict:
-        enc = tok.encode_batch(batch["text"], add_special_tokens=False)
-        ids = [e.ids + [eos] for e in enc]
-        return {"ids": ids, "n_tokens": [len(x) for x in ids]}
-
-    tokd = ds.map(encode, batched=True, batch_size=1000, num_proc=nproc, remove_columns=["text"],
-                  desc="tokenizing")
+    dtype = token_dtype(cfg.vocab_size)
+    tokd = tokenize(ds, tok, eos, dtype, nproc)
     n_tokens = np.asarray(tokd["n_tokens"], dtype=np.int64)
     log(f"tokenized {n_tokens.sum():,} tokens ({n_chars.sum() / max(1, n_tokens.sum()):.2f} "
         f"characters per token) [{time.time() - t2:.1f}s]")
 
     # write train.bin / val.bin into a staging folder, then rename it into place
-    dtype = token_dtype(cfg.vocab_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
@@ -340,7 +363,9 @@ def _build_loaded(cfg: DataConfig, key: str, fp: str, out: Path, ds: Any, t0: fl
             "corpus_fingerprint": fp,
             "config": asdict(cfg),
             "tokenizer": {"kind": cfg.tokenizer, "sha256": sha256_file(staging / "tokenizer.json"),
-                          "vocab_size": tok_vocab, "eos": tok.id_to_token(eos)},
+                          "vocab_size": tok_vocab, "eos": tok.id_to_token(eos),
+                          **({"name": cfg.tokenizer_name, "revision": cfg.tokenizer_revision}
+                             if cfg.tokenizer == "hub" else {})},
             "vocab_size": cfg.vocab_size,
             "eos_id": eos,
             "dtype": dtype.name,

@@ -1,6 +1,7 @@
-"""Tokenizers: a byte-level BPE trained here, the GPT-2 BPE from registry files, or a file.
+"""Tokenizers: a byte-level BPE trained here, the GPT-2 BPE from registry files, a file, or a
+Hugging Face tokenizer by name (``data.tokenizer=hub``: its fast tokenizer's backend).
 
-All three are `tokenizers.Tokenizer` objects saved as ``tokenizer.json`` next to the prepared
+All four are `tokenizers.Tokenizer` objects saved as ``tokenizer.json`` next to the prepared
 data. Load one back with ``load_tokenizer(path)`` (the `tokenizers` object) or
 ``hf_tokenizer(path)`` (a `transformers.PreTrainedTokenizerFast`, for evaluation tools).
 
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 from . import paths as P
 from .config import DataConfig
-from .corpora import sha256_file
+from .corpora import hub_unreachable, log, sha256_file
 from .errors import DataError
 
 EOS = "<|endoftext|>"
@@ -42,14 +43,23 @@ def gpt2_files() -> tuple[Path, Path]:
     raise DataError(f"data.tokenizer=gpt2: missing data file {cand[0] / 'encoder.json'}; {P.INSTALL_HINT}")
 
 
-def tokenizer_spec(cfg: DataConfig) -> dict:
-    """What identifies the tokenizer in the cache key (cheap: hashes files, builds nothing)."""
+def tokenizer_spec(cfg: DataConfig, download: bool = True) -> dict:
+    """What identifies the tokenizer in the cache key (cheap: hashes files, builds nothing; a Hub
+    tokenizer is loaded, from the Hugging Face cache, or from the Hub if ``download``)."""
     if cfg.tokenizer == "bpe":
         return {"kind": "bpe", "vocab_size": cfg.vocab_size, "eos": EOS, "model": "byte-level-v1",
                 "max_train_chars": BPE_MAX_TRAIN_CHARS}
     if cfg.tokenizer == "gpt2":
         enc, merges = gpt2_files()
         return {"kind": "gpt2", "encoder.json": sha256_file(enc), "vocab.bpe": sha256_file(merges)}
+    if cfg.tokenizer == "hub":
+        # the content, not only the name: a new revision of the same model id is another key
+        tok, eos = hub_tokenizer(cfg, download=download)
+        if tok.get_vocab_size() > cfg.vocab_size:  # known now: say so before any corpus work
+            raise DataError(f"data.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's "
+                            f"{tok.get_vocab_size()} tokens")
+        return {"kind": "hub", "name": cfg.tokenizer_name, "revision": cfg.tokenizer_revision,
+                "sha256": tokenizer_sha256(tok.to_str()), "eos_id": eos}
     path = Path(cfg.tokenizer_file).expanduser()
     if not path.is_file():
         raise DataError(f"data.tokenizer_file: no such file: {cfg.tokenizer_file!r}")
@@ -99,6 +109,89 @@ def gpt2_tokenizer() -> Any:
     return tok
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def hub_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _cached_snapshot(name: str, revision: str | None) -> str | None:
+    """The folder of ``name`` at ``revision`` in the Hugging Face cache, or None: nothing is downloaded."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, revision=revision, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached (or not a valid repo id): both mean "not there"
+        return None
+
+
+class HubTokenizerNotCached(DataError):
+    """A Hub tokenizer that the Hugging Face cache does not hold (and that was not downloaded)."""
+
+
+def hub_tokenizer(cfg: DataConfig, download: bool = True) -> tuple[Any, int]:
+    """(the `tokenizers.Tokenizer`, its end-of-text id) of ``data.tokenizer_name``: a local folder of
+    tokenizer files, or a Hub model id read from the Hugging Face cache, and from the Hub only when
+    it is not there, the Hub is reachable and ``download`` is true. Loaded with
+    `transformers.AutoTokenizer` (fast tokenizers only); the end-of-text id is the tokenizer's own
+    ``eos_token``, else the first of EOS_CANDIDATES it has. Truncation and padding are turned off:
+    every document is kept whole."""
+    from transformers import AutoTokenizer
+
+    name, revision = cfg.tokenizer_name, cfg.tokenizer_revision
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if revision is not None:
+            raise DataError(f"data.tokenizer_revision: applies to a Hub model id, not to the local folder "
+                            f"{name!r}; remove it")
+        what = f"the folder {name!r}"
+        try:
+            hf = AutoTokenizer.from_pretrained(str(folder))
+        except Exception as e:
+            raise DataError(f"data.tokenizer_name: cannot load a tokenizer from {what}: {_first_line(e)}") from e
+    elif name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise DataError(f"data.tokenizer_name: no such folder: {name!r} (a Hub model id has the form "
+                        "name or org/name)")
+    else:
+        what = repr(name) + (f" at revision {revision!r}" if revision is not None else "")
+        try:
+            hf = AutoTokenizer.from_pretrained(name, revision=revision, local_files_only=True)
+        except Exception as cached_error:
+            if not download:
+                raise HubTokenizerNotCached(f"data.tokenizer_name: {what} is not (loadable) in the Hugging "
+                                            f"Face cache ({hub_cache_dir()})") from cached_error
+            why = hub_unreachable()
+            if why:
+                if _cached_snapshot(name, revision) is None:
+                    raise HubTokenizerNotCached(f"data.tokenizer_name: {what} is not in the Hugging Face cache "
+                                                f"({hub_cache_dir()}) and the Hugging Face Hub is unreachable: "
+                                                f"{why}; it needs a network the first time") from cached_error
+                raise DataError(f"data.tokenizer_name: cannot load {what} from the Hugging Face cache "
+                                f"({hub_cache_dir()}), and the Hub is unreachable ({why}): "
+                                f"{_first_line(cached_error)}") from cached_error
+            log(f"tokenizer {what} is not in the Hugging Face cache; downloading it from the Hub")
+            try:
+                hf = AutoTokenizer.from_pretrained(name, revision=revision)
+            except Exception as e:
+                raise DataError(f"data.tokenizer_name: cannot load {what} from the Hugging Face Hub: "
+                                f"{_first_line(e)}") from e
+    backend = getattr(hf, "backend_tokenizer", None) if getattr(hf, "is_fast", False) else None
+    if backend is None:
+        raise DataError(f"data.tokenizer_name: {what} has only a slow (Python) tokenizer "
+                        f"({type(hf).__name__}); the pipeline needs a fast one (a tokenizer.json): convert it "
+                        "with transformers, save it with save_pretrained and name that folder")
+    backend.no_truncation()
+    backend.no_padding()
+    eos = backend.token_to_id(str(hf.eos_token)) if hf.eos_token is not None else None
+    if eos is None:
+        eos = eos_id(backend, "data.tokenizer_name")
+    return backend, eos
+
+
 def build_tokenizer(cfg: DataConfig, train_texts: Iterable[list[str]] | None = None,
                     length: int | None = None) -> Any:
     if cfg.tokenizer == "bpe":
@@ -107,6 +200,8 @@ def build_tokenizer(cfg: DataConfig, train_texts: Iterable[list[str]] | None = N
         return train_bpe(train_texts, cfg.vocab_size, length)
     if cfg.tokenizer == "gpt2":
         return gpt2_tokenizer()
+    if cfg.tokenizer == "hub":
+        return hub_tokenizer(cfg)[0]
     from tokenizers import Tokenizer
 
     try:
@@ -135,12 +230,15 @@ def load_tokenizer(path: str | Path) -> Any:
     return Tokenizer.from_file(str(path))
 
 
-def hf_tokenizer(path: str | Path) -> Any:
-    """The same tokenizer as a `transformers.PreTrainedTokenizerFast` (for eval harnesses)."""
+def hf_tokenizer(path: str | Path, eos_token: str | None = None) -> Any:
+    """The same tokenizer as a `transformers.PreTrainedTokenizerFast` (for eval harnesses).
+    ``eos_token``: the data's end-of-text token (meta.json's ``tokenizer.eos``); None: the first of
+    EOS_CANDIDATES the tokenizer has."""
     from transformers import PreTrainedTokenizerFast
 
     tok = load_tokenizer(path)
-    eos = next((c for c in EOS_CANDIDATES if tok.token_to_id(c) is not None), None)
+    eos = eos_token if eos_token is not None else \
+        next((c for c in EOS_CANDIDATES if tok.token_to_id(c) is not None), None)
     return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=eos, bos_token=eos,
                                    unk_token=eos)
 

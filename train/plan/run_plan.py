@@ -225,11 +225,13 @@ def make_plan(cfg, precision: str | None = None) -> RunPlan:
     # what precision=auto trains in; the micro-batch must fit that device's memory
     kind, memory_gb = memory_target(cfg)
     precision = precision or resolve_precision(cfg.precision, "cuda" if kind == "cuda" else cfg.device)
+    from train.data.config import identity_items  # data fields added later count only when set
     identity = {
         "precision": precision,
         "shape": shape.to_dict(), "budget": budget.to_dict(), "lr": lr, "warmup": warmup, "seed": cfg.seed, "eval_tokens": cfg.eval_tokens,
         "optim": {k: opt[k] for k in ("beta1", "beta2", "eps", "weight_decay", "grad_clip", "final_lr_fraction")},
-        "data": {k: v for k, v in _as_dict(cfg.data).items() if k not in ("cache_dir", "num_proc", "unique_tokens")},
+        "data": identity_items({k: v for k, v in _as_dict(cfg.data).items()
+                                if k not in ("cache_dir", "num_proc", "unique_tokens")}),
     } | schedule.identity()
     # micro-batches: the requested size (optim.micro_batch_seqs), else the largest that fits
     compile_ = cfg.get("compile")
