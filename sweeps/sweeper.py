@@ -16,7 +16,7 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, open_dict
 
-from sweeps.estimate import detect_device_kind, throughput_for
+from sweeps.estimate import detect_device_kind, format_seconds, throughput_for
 from sweeps.identity import (METADATA_FILES, SweepDirError, check_identity, config_identity, metadata_lock,
                              restore_metadata, write_identity)
 from sweeps.grid import GridError, budgets_of, GridPoint, build_grid, grid_ratio, make_point, outside_bounds, sweep_dir_of
@@ -27,7 +27,7 @@ from train.run.results_table import read_results_csv, run_state, write_results_c
 from train.errors import USER_ERRORS
 from train.logs import get_logger, setup_logging
 from train.run.lifecycle import check_run_settings, writable_dir
-from train.run.rundir import atomic_write_bytes, atomic_write_json
+from train.run.rundir import atomic_write_bytes, atomic_write_json, read_result
 
 FINISHED = ("completed", "diverged")
 
@@ -156,12 +156,12 @@ class IsoflopSweeper(Sweeper):
             if kept < cfg.sweep.sizes_per_budget:
                 log.warning(f"C={budget:.3g}: {cfg.sweep.sizes_per_budget - kept} of {cfg.sweep.sizes_per_budget} "
                     f"sizes fall outside sweep.min_params/max_params; this budget needs models beyond that range")
-        for warning in plan_warnings(rows, unique_tokens, cfg.budget.min_steps):
-            log.warning(f"{warning}")
         refusal = repeat_refusal(points, unique_tokens, cfg)
-        if refusal:  # before anything is launched or written
+        if refusal:  # before anything is launched or written; the one line says it all
             print(f"error: {refusal}", file=sys.stderr)
             sys.exit(2)
+        for warning in plan_warnings(rows, unique_tokens, cfg.budget.min_steps):
+            log.warning(warning)
         embedding_warning(points, cfg)
         if cfg.dry_run and not cfg.sweep.refine:
             log.info("dry run: nothing trained")
@@ -368,10 +368,37 @@ class IsoflopSweeper(Sweeper):
         if counts.get("running"):  # trained by another process right now (a second sweep on this directory)
             summary["running"] = counts["running"]
         summary["points"] = len(points)
+        timing = self._timing(points, before, after, sweep_dir)
+        if timing:
+            summary["trained_s"], summary["estimated_s"] = round(timing[0], 1), round(timing[1], 1)
         # plan.json and summary.json from the same command: the last sweep to finish writes both
         with metadata_lock(sweep_dir):
             self._write_plan(sweep_dir, points, plan_rows(points, self._flops_per_s, after))
             atomic_write_json(sweep_dir / "summary.json", summary)
-        log.info("summary: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "points")
-            + f" (of {len(points)} runs); results in {csv_path}")
+        counted = {k: v for k, v in summary.items() if k not in ("points", "trained_s", "estimated_s")}
+        log.info("summary: " + ", ".join(f"{k} {v}" for k, v in counted.items())
+                 + f" (of {len(points)} runs); results in {csv_path}")
+        if timing:
+            log.info(f"time: the {timing[2]} runs trained from scratch took {format_seconds(timing[0])} in all, "
+                     f"estimated {format_seconds(timing[1])} (x{timing[0] / timing[1]:.2f}; docs/performance.md, "
+                     "\"Time estimates\", says how to calibrate the estimate for this machine)")
         return summary
+
+    def _timing(self, points: list[GridPoint], before: dict, after: dict, sweep_dir: Path):
+        """(measured, estimated seconds, runs) over the runs this command trained from step 0 to
+        completion, or None: each run's own wall_s against its plan-table estimate."""
+        measured = estimated = 0.0
+        runs = 0
+        for point in points:
+            run_id, plan = point.plan.run_id, point.plan
+            if before[run_id] != "new" or after[run_id] != "completed":
+                continue
+            result = read_result(sweep_dir / "runs" / point.label) or {}
+            if not result.get("wall_s"):
+                continue
+            # a WSD branch trains its cooldown only, as its plan-table row estimates
+            tokens = plan.schedule.cooldown_steps * plan.budget.batch_tokens if plan.schedule.trunk_dir else None
+            measured += result["wall_s"]
+            estimated += self._flops_per_s.for_plan(plan, tokens)
+            runs += 1
+        return (measured, estimated, runs) if runs else None

@@ -88,12 +88,22 @@ def setup_logging(level: str | None = None) -> None:
         logging.getLogger(f"{ROOT}.logs").warning(f"{error}; using info")
 
 
+class _RunFileHandler(logging.FileHandler):
+    """train.log. A write that fails (a full disk) stops the file, with one console warning: the
+    run's own files say how it ended, and logging's default would print a traceback per record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        logging.getLogger(ROOT).removeHandler(self)
+        logging.getLogger(f"{ROOT}.logs").warning(f"{self.baseFilename}: not written further ({error})")
+
+
 @contextmanager
 def run_log(run_dir: Path):
     """Every ``isoflop`` record while the block runs, appended to ``<run_dir>/train.log``."""
     get_logger("run")
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8")
+    handler = _RunFileHandler(Path(run_dir) / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger(ROOT)
     root.addHandler(handler)

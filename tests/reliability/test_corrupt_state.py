@@ -106,3 +106,24 @@ def test_disk_full_on_a_real_tmpfs(tmp_path, reference):
         assert result(run_dir)["status"] == "completed"
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_full_disk_hidden_behind_a_writers_runtime_error_is_reported_as_disk_full(tmp_path):
+    """torch.save, out of space mid-write, fails again while closing its archive with a
+    RuntimeError: the atomic write raises the OSError underneath, so the run exits 74 (disk
+    full, resumable), and leaves no temp file."""
+    import errno
+
+    from train.run.rundir import atomic_write_stream
+
+    def write(handle):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        finally:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    target = tmp_path / "step-00000007.pt"
+    with pytest.raises(OSError) as caught:
+        atomic_write_stream(target, write)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []

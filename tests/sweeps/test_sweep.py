@@ -141,6 +141,11 @@ def test_killed_sweep_resumes_exactly_the_missing_runs(finished):
     assert f"launching {missing} runs ({len(killed['done'])} finished and skipped, " \
            f"{len(killed['started'])} to resume)" in resume.stdout
     summary = json.loads((sweep_dir / "summary.json").read_text())
+    # the runs trained from step 0 here: their own wall time against their plan-table estimates
+    from_scratch = missing - len(killed["started"])
+    timing = {key: summary.pop(key) for key in ("trained_s", "estimated_s") if key in summary}
+    assert (len(timing) == 2 and min(timing.values()) > 0) == (from_scratch > 0), timing
+    assert (f"time: the {from_scratch} runs trained from scratch took " in resume.stdout) == (from_scratch > 0)
     assert summary == {"completed": missing - len(killed["started"]), "skipped": len(killed["done"]),
                        "resumed": len(killed["started"]), "failed": 0, "diverged": 0, "points": N_POINTS}
 
@@ -199,8 +204,9 @@ def test_failed_run_does_not_stop_the_others_and_is_rerun(finished, tmp_path):
     results = results_by_label(sweep_dir)
     assert results[broken]["status"] == "failed" and "checkpoints" in results[broken]["reason"]
     assert results[other]["status"] == "completed"
-    assert json.loads((sweep_dir / "summary.json").read_text()) == {
-        "completed": 1, "skipped": 4, "resumed": 0, "failed": 1, "diverged": 0, "points": N_POINTS}
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary.pop("estimated_s") > 0 and summary.pop("trained_s") > 0  # the one run trained from step 0
+    assert summary == {"completed": 1, "skipped": 4, "resumed": 0, "failed": 1, "diverged": 0, "points": N_POINTS}
     rows = {r["run_dir"].split("/")[-1]: r for r in read_csv(sweep_dir / "results.csv")}
     assert rows[broken]["status"] == "failed" and rows[broken]["loss"] == ""
     assert float(rows[broken]["params"]) > 0, "a failed run's row still names its size"

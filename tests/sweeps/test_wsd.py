@@ -171,7 +171,7 @@ def test_gpu_pool_runs_the_trunks_first_and_no_branch_without_its_checkpoint(tmp
     out_dirs = [next(a.split("=", 1)[1] for a in e["args"] if a.startswith("out_dir=")) for e in entries]
     assert len(entries) == 2 and all("/trunks/trunk-" in d for d in out_dirs), out_dirs
     assert all(any(a.startswith("wsd.branch_steps=[") for a in e["args"]) for e in entries)
-    assert proc.stdout.count("has no checkpoint at its branch step yet; not started") == 4, proc.stdout[-3000:]
+    assert proc.stderr.count("has no checkpoint at its branch step yet; not started") == 4, proc.stderr[-3000:]
     assert proc.returncode == 3 and "4 branches not started" in proc.stderr, proc.stderr[-2000:]
 
 

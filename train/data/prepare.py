@@ -283,7 +283,7 @@ def _build(cfg: DataConfig, key: str, fp: str, out: Path) -> PreparedData:
     log(f"preparing {cfg.name!r} (source={cfg.source}, tokenizer={cfg.tokenizer}, "
         f"vocab_size={cfg.vocab_size}) into {out}")
     check_hub_if_uncached(cfg)  # offline: fail fast, before importing datasets
-    with _progress_bars(cfg.source != "embedded"):
+    with _progress_bars(cfg.source == "hf"):  # a download's bars; local files have the [data] lines
         ds = load_corpus(cfg)
     with _progress_bars(len(ds) >= 50_000):
         return _build_loaded(cfg, key, fp, out, ds, t0)

@@ -77,8 +77,15 @@ def atomic_write_stream(path: Path, write) -> None:
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        cause = error.__context__
+        if isinstance(error, RuntimeError) and isinstance(cause, OSError) and cause.errno is not None:
+            # torch.save's zip writer, failing to write (a full disk), then fails again while
+            # closing the archive with a RuntimeError that hides the OSError: raise the real one
+            error = cause
         if isinstance(error, OSError) and error.filename is None:
             error.filename = str(path)  # a failed write() names no file; say which one (e.g. disk full)
+        if error is cause:
+            raise cause from None
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
