@@ -21,10 +21,10 @@ demo: setup
 	$(VPY) scripts/demo.py
 
 # Two workers: the suite's long tests are single-threaded subprocesses, and CI has 2 cores
-# (tests/conftest.py keeps the SLURM tests in one worker). TEST_WORKERS=0 runs them in one process.
+# (tests/conftest.py runs one SLURM test at a time). TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
 test: setup
-	$(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) tests
 
 clean:
 	rm -rf $(VENV) .cache

@@ -80,6 +80,8 @@ def run_rows(name: str, sweep_dir: Path) -> list[dict]:
         if not (run_dir / "result.json").is_file():  # still running (--keep on a sweep in progress)
             continue
         result = json.loads((run_dir / "result.json").read_text())
+        if result["status"] != "completed":  # a diverged run stops early: its time is not its plan's
+            continue
         plan = json.loads((run_dir / "plan.json").read_text())
         actual = (run_dir / "result.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
         tokens = plan["budget"]["tokens"] if "budget" in plan else result["tokens"]

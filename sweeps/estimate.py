@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Effective training throughput by device kind. The CPU rows are fitted by
-# scripts/calibrate_estimates.py (docs/performance.md, "Time estimates") to 31 runs of four small
-# sweeps on this project's 2-core CI machine (Intel Xeon, one thread per run, 2026-12-03). For
+# scripts/calibrate_estimates.py (docs/performance.md, "Time estimates") to 33 runs of four small
+# sweeps on this project's 2-core CI machine (AMD EPYC, one thread per run, 2026-12-03). For
 # models this small the FLOPs are a minor cost: seconds = a fixed cost per run (model build, the
 # final 65K-token evaluation, checkpoints) + per token a fixed cost, a cost per layer (the
 # elementwise work of norms, rotary, SiLU and attention's softmax, which does not shrink with the
@@ -35,10 +35,12 @@ class Throughput:
         return self.run_overhead_s + train_flops / self.flops_per_s + tokens * per_token
 
     def for_plan(self, plan, tokens: int | None = None) -> float:
-        """A planned run's seconds; `tokens` for part of it (a WSD trunk or cooldown)."""
+        """A planned run's wall seconds; `tokens` for part of it (a WSD trunk or cooldown). A run
+        over several data-parallel ranks shares its tokens among them."""
         tokens = plan.budget.tokens if tokens is None else tokens
-        return self.seconds(plan.flops_per_token["6N+attn"] * tokens, tokens, plan.shape.n_layer,
-                            plan.shape.vocab_size)
+        seconds = self.seconds(plan.flops_per_token["6N+attn"] * tokens, tokens, plan.shape.n_layer,
+                               plan.shape.vocab_size)
+        return seconds / max(1, plan.world_size or 1)
 
 
 def throughput_for(device_kind: str, override_tflops: float | None) -> Throughput:

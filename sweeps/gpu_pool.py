@@ -304,9 +304,9 @@ class GpuPoolLauncher(Launcher):
         self.config = config
 
     # ---- helpers
-    def say(self, message: str) -> None:
+    def say(self, message: str, warning: bool = False) -> None:
         with self._print_lock:  # the pool's threads report jobs as they end
-            log.info(message)
+            (log.warning if warning else log.info)(message)
 
     def _sweep_dir(self) -> Path:
         try:
@@ -420,7 +420,7 @@ class GpuPoolLauncher(Launcher):
                 lines = [f"{label} FAILED #{job.idx} {describe_job(job.overrides)}: {_exit_text(code)} after "
                          f"{elapsed:.1f}s {progress}; log: {job.log}"]
                 lines += [f"    | {line}" for line in _tail(job.log)]
-                self.say("\n".join(lines))
+                self.say("\n".join(lines), warning=True)
 
         def wait_for(job: _Job) -> None:
             code = job.proc.wait()
@@ -445,7 +445,7 @@ class GpuPoolLauncher(Launcher):
                     job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                 env=env, cwd=os.getcwd(), start_new_session=True)
             except OSError as error:
-                self.say(f"{self._label(job.slots)} could not start #{job.idx}: {error}")
+                self.say(f"{self._label(job.slots)} could not start #{job.idx}: {error}", warning=True)
                 try:
                     with open(job.log, "a") as log:
                         log.write(f"=== gpu_pool: could not start: {error}\n")

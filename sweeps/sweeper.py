@@ -27,7 +27,7 @@ from train.run.results_table import read_results_csv, run_state, write_results_c
 from train.errors import USER_ERRORS
 from train.logs import get_logger, setup_logging
 from train.run.lifecycle import check_run_settings, writable_dir
-from train.run.rundir import atomic_write_bytes, atomic_write_json, read_result
+from train.run.rundir import atomic_write_bytes, atomic_write_json
 
 FINISHED = ("completed", "diverged")
 
@@ -96,6 +96,7 @@ class IsoflopSweeper(Sweeper):
         self.launcher = None
         self.failed_jobs = 0  # jobs that the launcher reports as failed (raised, or exited non-zero)
         self.waiting = 0      # WSD branches not started: no trunk checkpoint at their branch step
+        self._layout = None   # a WSD sweep's trunks and branches (sweeps/wsd.py)
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -127,7 +128,7 @@ class IsoflopSweeper(Sweeper):
         try:
             setup_logging(cfg.log_level)
             check_run_settings(cfg)  # what every job would refuse, refused once, before any launch
-            layout = wsd.plan_wsd(cfg) if wsd.is_wsd(cfg) else None  # trunks and cooldown branches
+            layout = self._layout = wsd.plan_wsd(cfg) if wsd.is_wsd(cfg) else None  # trunks and cooldown branches
             points = layout.points if layout else build_grid(cfg)
             sweep_dir = sweep_dir_of(cfg)
             if not cfg.dry_run:
@@ -213,7 +214,7 @@ class IsoflopSweeper(Sweeper):
             states |= extra_states
             points = points + extras
             with metadata_lock(sweep_dir):
-                self._write_plan(sweep_dir, points, plan_rows(points, flops_per_s, states))
+                self._write_plan(sweep_dir, points, self._rows(points, states), self._layout)
             todo = [p for p in extras if extra_states[p.plan.run_id] not in finished]
             if todo:
                 log.info(f"refine: launching {len(todo)} runs")
@@ -244,6 +245,13 @@ class IsoflopSweeper(Sweeper):
     @staticmethod
     def _states(points: list[GridPoint], sweep_dir: Path) -> dict[str, str]:
         return {p.plan.run_id: run_state(sweep_dir / "runs" / p.label) for p in points}
+
+    def _rows(self, points: list[GridPoint], states: dict[str, str]) -> list[dict]:
+        """The plan table's rows; a WSD branch's estimate is its cooldown (as when first planned)."""
+        rows = plan_rows(points, self._flops_per_s, states)
+        if self._layout:
+            wsd.adjust_rows(rows, self._layout, self._flops_per_s)
+        return rows
 
     @staticmethod
     def _write_plan(sweep_dir: Path, points: list[GridPoint], rows: list[dict], layout=None) -> None:
@@ -368,37 +376,42 @@ class IsoflopSweeper(Sweeper):
         if counts.get("running"):  # trained by another process right now (a second sweep on this directory)
             summary["running"] = counts["running"]
         summary["points"] = len(points)
-        timing = self._timing(points, before, after, sweep_dir)
+        timing = self._timing(points, before, after, sweep_dir, retried="diverged" not in finished)
         if timing:
             summary["trained_s"], summary["estimated_s"] = round(timing[0], 1), round(timing[1], 1)
         # plan.json and summary.json from the same command: the last sweep to finish writes both
         with metadata_lock(sweep_dir):
-            self._write_plan(sweep_dir, points, plan_rows(points, self._flops_per_s, after))
+            self._write_plan(sweep_dir, points, self._rows(points, after), self._layout)
             atomic_write_json(sweep_dir / "summary.json", summary)
         counted = {k: v for k, v in summary.items() if k not in ("points", "trained_s", "estimated_s")}
         log.info("summary: " + ", ".join(f"{k} {v}" for k, v in counted.items())
                  + f" (of {len(points)} runs); results in {csv_path}")
         if timing:
-            log.info(f"time: the {timing[2]} runs trained from scratch took {format_seconds(timing[0])} in all, "
+            log.info(f"time: the {timing[2]} runs trained here from step 0 took {format_seconds(timing[0])} in all, "
                      f"estimated {format_seconds(timing[1])} (x{timing[0] / timing[1]:.2f}; docs/performance.md, "
                      "\"Time estimates\", says how to calibrate the estimate for this machine)")
         return summary
 
-    def _timing(self, points: list[GridPoint], before: dict, after: dict, sweep_dir: Path):
-        """(measured, estimated seconds, runs) over the runs this command trained from step 0 to
-        completion, or None: each run's own wall_s against its plan-table estimate."""
+    def _timing(self, points: list[GridPoint], before: dict, after: dict, sweep_dir: Path, retried: bool):
+        """(measured, estimated seconds, runs) over the runs trained from step 0 to completion
+        during this command (new ones; diverged ones under retry_diverged), or None. A run's time
+        is from its config.yaml (written as it starts) to its result.json, as the estimate was
+        calibrated (scripts/calibrate_estimates.py). A second sweep on the same directory at the
+        same time can finish some of them: they count here too, as in the summary's `completed`."""
         measured = estimated = 0.0
         runs = 0
         for point in points:
-            run_id, plan = point.plan.run_id, point.plan
-            if before[run_id] != "new" or after[run_id] != "completed":
+            run_id, plan, run_dir = point.plan.run_id, point.plan, sweep_dir / "runs" / point.label
+            if after[run_id] != "completed" or not (before[run_id] == "new"
+                                                     or (retried and before[run_id] == "diverged")):
                 continue
-            result = read_result(sweep_dir / "runs" / point.label) or {}
-            if not result.get("wall_s"):
+            try:
+                seconds = (run_dir / "result.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
+            except OSError:
                 continue
             # a WSD branch trains its cooldown only, as its plan-table row estimates
             tokens = plan.schedule.cooldown_steps * plan.budget.batch_tokens if plan.schedule.trunk_dir else None
-            measured += result["wall_s"]
+            measured += max(seconds, 0.0)
             estimated += self._flops_per_s.for_plan(plan, tokens)
             runs += 1
         return (measured, estimated, runs) if runs else None

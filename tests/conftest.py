@@ -15,6 +15,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.pop("ISOFLOP_LOG_LEVEL", None)  # tests read progress lines on stdout
 # Without data.cache_dir the `datasets` library writes to its own cache (docs/data.md): the tests
 # use a Hugging Face cache of their own, never the machine's ~/.cache/huggingface (subprocesses
 # inherit it). Set before `datasets` or `huggingface_hub` is imported: both read it at import.
@@ -49,10 +50,17 @@ def demo_corpus():
     return prepare_data(DataConfig(vocab_size=vocab_size))
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), every test that talks
-    to the localhost SLURM cluster runs in one worker: the cluster's daemons and state are one per
-    machine, and two workers starting or stopping them at once would race."""
-    for item in items:
-        if item.get_closest_marker("slurm") or item.module.__name__.endswith("test_infra_slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+@pytest.fixture(autouse=True)
+def one_slurm_test_at_a_time(request):
+    """`make test` runs two pytest-xdist workers. The localhost SLURM cluster is one per machine
+    (its daemons, its state, its four fake GPUs), so a test marked `slurm` holds a machine-wide
+    lock while it runs: two workers never start, stop or fill the cluster at once. (xdist's
+    `--dist loadgroup` would keep them in one worker, but with pytest 9.2 its groups are silently
+    ignored: pytest-dev/pytest-xdist#1386.)"""
+    if request.node.get_closest_marker("slurm") is None:
+        yield
+        return
+    import fcntl
+    with open(Path(tempfile.gettempdir()) / "isoflop-slurm-tests.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -29,8 +29,10 @@ machine (ignored on CI).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,9 +66,12 @@ def _start() -> dict[str, str]:
     if os.name != "posix" or not START.exists():
         raise SlurmUnavailable(f"needs a POSIX shell and {START}")
     try:
-        proc = subprocess.run(
-            ["bash", str(START)], capture_output=True, text=True, timeout=START_TIMEOUT_S
-        )
+        # one start at a time on this machine (two pytest-xdist workers may both need the cluster)
+        with open(Path(tempfile.gettempdir()) / "isoflop-slurm-start.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            proc = subprocess.run(
+                ["bash", str(START)], capture_output=True, text=True, timeout=START_TIMEOUT_S
+            )
     except FileNotFoundError as e:
         raise SlurmUnavailable(f"bash not found: {e}") from e
     except subprocess.TimeoutExpired as e:

@@ -7,7 +7,7 @@ always printed it: progress (INFO, DEBUG) on stdout; warnings and errors on stde
 that a dry run's stdout holds its plan alone.
 
 Verbosity: ``log_level=debug|info|warning|error`` on `python -m train` and `python -m sweeps`
-(a Hydra key, checked by Hydra), or ``ISOFLOP_LOG_LEVEL`` for every command (the analysis and export
+(a config key; a bad value is a one-line error), or ``ISOFLOP_LOG_LEVEL`` for every command (the analysis and export
 CLIs too). ``warning`` keeps the console to warnings, errors and the results.
 
 Each run directory keeps its own log, ``train.log``: every record of the run at every level, with
@@ -38,14 +38,23 @@ class _ConsoleFormatter(logging.Formatter):
 
 class _ConsoleHandler(logging.Handler):
     """Writes to the sys.stdout / sys.stderr of the moment (not those at set-up: pytest and
-    contextlib.redirect_stdout swap them), and flushes each line."""
+    contextlib.redirect_stdout swap them), and flushes each line. A closed pipe (`... | head`)
+    ends the output to that stream quietly, as it ends `head`'s reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed_pipes: set[int] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
+        to_stderr = record.levelno >= logging.WARNING or record.name.startswith(f"{ROOT}.data")
+        stream = sys.stderr if to_stderr else sys.stdout
+        if id(stream) in self.closed_pipes:
+            return
         try:
-            to_stderr = record.levelno >= logging.WARNING or record.name.startswith(f"{ROOT}.data")
-            stream = sys.stderr if to_stderr else sys.stdout
             stream.write(self.format(record) + "\n")
             stream.flush()
+        except BrokenPipeError:
+            self.closed_pipes.add(id(stream))
         except Exception:  # noqa: BLE001 - logging must never stop a run
             self.handleError(record)
 
@@ -85,7 +94,9 @@ def setup_logging(level: str | None = None) -> None:
         console.setLevel(logging.INFO)
         if level is not None:
             raise
-        logging.getLogger(f"{ROOT}.logs").warning(f"{error}; using info")
+        if not getattr(console, "warned_env", False):  # once per process, not once per sweep job
+            console.warned_env = True
+            logging.getLogger(f"{ROOT}.logs").warning(f"{error}; using info")
 
 
 class _RunFileHandler(logging.FileHandler):
@@ -111,4 +122,7 @@ def run_log(run_dir: Path):
         yield handler
     finally:
         root.removeHandler(handler)
-        handler.close()
+        try:
+            handler.close()
+        except OSError:  # its last lines cannot be flushed (a full disk): the run's own outcome matters more
+            pass

@@ -201,8 +201,8 @@ def test_a_failing_job_is_failed_and_the_others_go_on(tmp_path, recorder, capsys
     with pytest.raises(JobFailed):
         returns[1].return_value
     assert returns[0].return_value["returncode"] == 0
-    out = capsys.readouterr().out
-    assert "FAILED #11" in out and "recorder: job 1" in out       # numbered from initial_job_idx, log tail shown
+    err = capsys.readouterr().err  # a failure is a warning, on stderr, at every log level but error
+    assert "warning: " in err and "FAILED #11" in err and "recorder: job 1" in err  # numbered from initial_job_idx, log tail shown
 
 
 def test_a_command_that_cannot_start_fails_every_job_cleanly(tmp_path):

@@ -123,6 +123,9 @@ def test_killed_trunk_and_branch_rerun_to_the_results_of_runs_from_scratch(tmp_p
     assert "resuming from step 110/114" in third.stdout and "launching" in third.stdout
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert summary["points"] == 4 and summary["failed"] == 0
+    # the plan rewritten with the summary keeps the trunks, and each branch row estimates its cooldown
+    final = json.loads((sweep_dir / "plan.json").read_text())
+    assert {t["label"] for t in final["trunks"]} == set(trunks) and all("trunk" in p for p in final["points"])
     rows = (sweep_dir / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 4 and all(",completed," in r for r in rows[1:]), rows  # no trunk rows
     again = sweep(sweep_dir)
