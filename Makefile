@@ -24,7 +24,7 @@ demo: setup
 # (tests/conftest.py runs one SLURM test at a time). TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
 test: setup
-	$(VPY) -m pytest -q -n $(TEST_WORKERS) tests
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) --durations=12 tests
 
 clean:
 	rm -rf $(VENV) .cache
