@@ -21,6 +21,8 @@ import re
 import shlex
 from pathlib import Path
 
+from train.data.config import UNSET_NOT_IN_IDENTITY
+
 from .errors import AnalysisError
 
 # Keys of config.yaml that are not part of the setup: each run's size and budget, where it ran,
@@ -36,7 +38,7 @@ RUN_KEYS = (
 MAX_DIFFS = 6
 # Data fields added after runs were first recorded (train/data/config.py, UNSET_NOT_IN_IDENTITY):
 # unset, they are left out of the setup, so runs recorded before them share the setup of new ones.
-UNSET_ABSENT = ("data.hf_revision", "data.tokenizer_name", "data.tokenizer_revision")
+UNSET_ABSENT = tuple(f"data.{name}" for name in UNSET_NOT_IN_IDENTITY)
 
 
 def _is_run_key(key: str) -> bool:

@@ -143,9 +143,7 @@ class IsoflopSweeper(Sweeper):
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         states = self._states(points, sweep_dir)
-        rows = plan_rows(points, flops_per_s, states)
-        if layout:
-            wsd.adjust_rows(rows, layout, flops_per_s)
+        rows = self._rows(points, states)
         log.info(f"sweep {cfg.sweep.name}: {sweep_dir}")
         log.info(format_table(rows))
         trunk_states = {t.plan.run_id: run_state(t.run_dir(sweep_dir)) for t in layout.trunks} if layout else {}
@@ -376,12 +374,14 @@ class IsoflopSweeper(Sweeper):
         if counts.get("running"):  # trained by another process right now (a second sweep on this directory)
             summary["running"] = counts["running"]
         summary["points"] = len(points)
-        timing = self._timing(points, before, after, sweep_dir, retried="diverged" not in finished)
+        rows = self._rows(points, after)
+        timing = self._timing(points, before, after, sweep_dir, {r["run_id"]: r["est_s"] for r in rows},
+                              retried="diverged" not in finished)
         if timing:
             summary["trained_s"], summary["estimated_s"] = round(timing[0], 1), round(timing[1], 1)
         # plan.json and summary.json from the same command: the last sweep to finish writes both
         with metadata_lock(sweep_dir):
-            self._write_plan(sweep_dir, points, self._rows(points, after), self._layout)
+            self._write_plan(sweep_dir, points, rows, self._layout)
             atomic_write_json(sweep_dir / "summary.json", summary)
         counted = {k: v for k, v in summary.items() if k not in ("points", "trained_s", "estimated_s")}
         log.info("summary: " + ", ".join(f"{k} {v}" for k, v in counted.items())
@@ -392,7 +392,9 @@ class IsoflopSweeper(Sweeper):
                      "\"Time estimates\", says how to calibrate the estimate for this machine)")
         return summary
 
-    def _timing(self, points: list[GridPoint], before: dict, after: dict, sweep_dir: Path, retried: bool):
+    @staticmethod
+    def _timing(points: list[GridPoint], before: dict, after: dict, sweep_dir: Path, estimates: dict[str, float],
+                retried: bool):
         """(measured, estimated seconds, runs) over the runs trained from step 0 to completion
         during this command (new ones; diverged ones under retry_diverged), or None. A run's time
         is from its config.yaml (written as it starts) to its result.json, as the estimate was
@@ -401,7 +403,7 @@ class IsoflopSweeper(Sweeper):
         measured = estimated = 0.0
         runs = 0
         for point in points:
-            run_id, plan, run_dir = point.plan.run_id, point.plan, sweep_dir / "runs" / point.label
+            run_id, run_dir = point.plan.run_id, sweep_dir / "runs" / point.label
             if after[run_id] != "completed" or not (before[run_id] == "new"
                                                      or (retried and before[run_id] == "diverged")):
                 continue
@@ -409,9 +411,7 @@ class IsoflopSweeper(Sweeper):
                 seconds = (run_dir / "result.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
             except OSError:
                 continue
-            # a WSD branch trains its cooldown only, as its plan-table row estimates
-            tokens = plan.schedule.cooldown_steps * plan.budget.batch_tokens if plan.schedule.trunk_dir else None
             measured += max(seconds, 0.0)
-            estimated += self._flops_per_s.for_plan(plan, tokens)
+            estimated += estimates[run_id]  # the plan table's row: a WSD branch's cooldown only
             runs += 1
         return (measured, estimated, runs) if runs else None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from train.logs import get_logger, parse_level, run_log
+from train.logs import get_logger, run_log
 from train.data import DataConfig, check_repeats, prepare_data
 from train.plan import RunPlan, make_plan
 from train.plan.errors import ConfigError
@@ -78,8 +78,6 @@ def check_run_settings(cfg) -> None:
     if cfg.optim.micro_batch_seqs is not None and cfg.optim.micro_batch_seqs < 0:
         raise bad("optim.micro_batch_seqs", f"must be positive (or null for the whole batch), got "
                                             f"{cfg.optim.micro_batch_seqs}")
-    if cfg.log_level is not None:
-        parse_level(cfg.log_level)
     if not 0 <= cfg.seed < 2 ** 32:
         raise bad("seed", f"must be an integer in [0, 2**32 - 1] (it seeds numpy and torch), got {cfg.seed}")
     from train.plan.hparams import check_schedule
@@ -189,7 +187,7 @@ def run_training(cfg) -> dict | None:
     writable_dir(run_dir, "out_dir")
     heavy = mostly_embedding(plan, cfg)
     if heavy and not cfg.sweep.name:  # a sweep says it once, when it plans
-        log.warning(f"{heavy}")
+        log.warning(heavy)
     finished = _finished(run_dir, plan)
     if _done(cfg, finished):
         _say_done(plan, finished, run_dir)
